@@ -1,0 +1,228 @@
+"""The ``imagemesh`` command line (click).
+
+Commands: ``build``, ``neighbors``, ``random``, ``info``, ``serve``, ``demo``.
+Errors in user input (bad filter JSON, unknown image or embedding, a folder that is not
+a collection) print one clear line and exit with status 2; they never print a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .filters import FilterError, parse_filter
+from .registry import RegistryError
+
+__all__ = ["main", "cli"]
+
+
+def _fail(msg: str) -> None:
+    click.echo(f"error: {msg}", err=True)
+    sys.exit(2)
+
+
+def _open(path: Path) -> Any:
+    from .collection import CollectionError, open_collection
+    from .manifest import ManifestError
+
+    try:
+        return open_collection(path)
+    except (CollectionError, ManifestError, RegistryError) as e:
+        _fail(str(e))
+
+
+def _where(text: str | None) -> Any:
+    try:
+        return parse_filter(text)
+    except FilterError as e:
+        _fail(f"--where: {e}")
+
+
+def _print_hits(hits: list[Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=1))
+        return
+    for h in hits:
+        d = h.to_dict()
+        dist = "" if d["distance"] is None else f"{d['distance']:.4f}"
+        title = (d.get("title") or "")[:70]
+        click.echo(f"{d['id']:>7}  {dist:>8}  {d.get('image_key', ''):<24} {d.get('year') or '':>4}  {title}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="imagemesh")
+def cli() -> None:
+    """Explore image collections (arXiv figures) by visual similarity."""
+
+
+@cli.command()
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Collection folder to create or replace.")
+@click.option("--embeddings", default=None, help="Comma-separated embedding names (default: every available one).")
+@click.option("--backend", default="faiss", show_default=True, help="Index backend: exact, annoy or faiss.")
+@click.option("--index-params", default=None, help='Backend build parameters as JSON, e.g. \'{"recipe": "IVF64,Flat"}\' or \'{"n_trees": 100}\'.')
+@click.option("--metadata", "metadata", multiple=True, type=click.Path(exists=True, path_type=Path), help="arXiv metadata snapshot (JSON lines) joined by arXiv id; repeatable.")
+@click.option("--pca-dim", default=64, show_default=True, type=click.IntRange(1, 4096), help="Dimension after IncrementalPCA (capped by the data).")
+@click.option("--chunk-size", default=64, show_default=True, type=click.IntRange(1, 100_000), help="Images per resumable chunk.")
+@click.option("--threads", default=0, type=click.IntRange(0, 256), help="ONNX Runtime threads (0 = default).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def build(source: Path, out: Path, embeddings: str | None, backend: str, index_params: str | None, metadata: tuple[Path, ...], pca_dim: int, chunk_size: int, threads: int, quiet: bool) -> None:
+    """Build a collection from SOURCE (a figures CSV, or a folder with figures.csv + images/).
+
+    A killed build resumes when run again with the same arguments; the previous
+    collection at --out stays readable until the new one is complete.
+    """
+    from .build import BuildOptions, build_collection
+
+    try:
+        params = json.loads(index_params) if index_params else None
+        if params is not None and not isinstance(params, dict):
+            raise ValueError("--index-params must be a JSON object")
+    except ValueError as e:
+        _fail(str(e))
+    opts = BuildOptions(
+        embeddings=[e.strip() for e in embeddings.split(",") if e.strip()] if embeddings else None,
+        backend=backend,
+        index_params=params,
+        pca_dim=pca_dim,
+        chunk_size=chunk_size,
+        metadata_files=list(metadata),
+        progress=not quiet,
+        threads=threads,
+    )
+    log = (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))
+    try:
+        report = build_collection(source, out, opts, log=log)
+    except (ValueError, RegistryError) as e:
+        _fail(str(e))
+    click.echo(report.summary())
+
+
+@cli.command()
+@click.argument("collection", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("image_id")
+@click.option("--embedding", "-e", default=None, help="Embedding name (default: the first).")
+@click.option("-k", default=20, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--where", default=None, help='Filter JSON, e.g. \'{"year": {"gte": 2023}}\'.')
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of results.")
+def neighbors(collection: Path, image_id: str, embedding: str | None, k: int, where: str | None, as_json: bool) -> None:
+    """Nearest neighbours of IMAGE_ID (row id, image key or arXiv id)."""
+    from .collection import ImageNotFound
+
+    c = _open(collection)
+    f = _where(where)
+    try:
+        hits = c.neighbors(image_id, embedding=embedding, k=k, where=f)
+    except (ImageNotFound, KeyError, FilterError, ValueError) as e:
+        _fail(str(e).strip('"'))
+    _print_hits(hits, as_json)
+
+
+@cli.command()
+@click.argument("collection", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-n", default=20, show_default=True, type=click.IntRange(0, 100_000))
+@click.option("--where", default=None, help="Filter JSON.")
+@click.option("--seed", default=None, type=int, help="Seed for a reproducible sample.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of results.")
+def random(collection: Path, n: int, where: str | None, seed: int | None, as_json: bool) -> None:
+    """A random sample of images (distinct, matching --where)."""
+    c = _open(collection)
+    f = _where(where)
+    try:
+        hits = c.random(n, where=f, seed=seed)
+    except (FilterError, ValueError) as e:
+        _fail(str(e))
+    _print_hits(hits, as_json)
+
+
+@cli.command()
+@click.argument("collection", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def info(collection: Path) -> None:
+    """Print the collection's size, embeddings and facets as JSON."""
+    c = _open(collection)
+    d = c.info()
+    d["facets"] = c.facets(top=20)
+    click.echo(json.dumps(d, indent=1, ensure_ascii=False))
+
+
+def _serve(c: Any, host: str, port: int, frontend: str, open_msg: str | None = None) -> None:
+    import uvicorn
+
+    from .registry import default_registries
+    from .web.settings import WebSettings
+
+    regs = default_registries()
+    try:
+        create_app = regs.frontends.get(frontend)
+    except RegistryError as e:
+        _fail(str(e))
+    app = create_app(c, WebSettings())
+    click.echo(open_msg or f"imagemesh: serving {c.root} at http://{host}:{port}/  (Ctrl-C to stop)")
+    # access_log=False: no request log with query content or client addresses (privacy default).
+    uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning", server_header=False)
+
+
+@cli.command()
+@click.argument("collection", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (loopback by default).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--frontend", default="explorer", show_default=True, help="Frontend registered in the imagemesh.frontends entry-point group.")
+def serve(collection: Path, host: str, port: int, frontend: str) -> None:
+    """Serve the web explorer for COLLECTION."""
+    c = _open(collection)
+    _serve(c, host, port, frontend)
+
+
+def _cache_dir() -> Path:
+    """``$IMAGEMESH_CACHE``, else ``$XDG_CACHE_HOME/imagemesh``, else ``~/.cache/imagemesh``."""
+    if os.environ.get("IMAGEMESH_CACHE"):
+        return Path(os.environ["IMAGEMESH_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "imagemesh"
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--rebuild", is_flag=True, help="Rebuild the demo collection even if it exists.")
+@click.option("--no-serve", is_flag=True, help="Only build the demo collection and print its path.")
+def demo(host: str, port: int, rebuild: bool, no_serve: bool) -> None:
+    """Build the bundled demo corpus (166 arXiv figures) once, then serve it.
+
+    The collection lives in $IMAGEMESH_CACHE or ~/.cache/imagemesh/demo and is reused.
+    """
+    from importlib import resources
+
+    from .build import BuildOptions, build_collection
+    from .collection import CollectionError, open_collection
+    from .manifest import ManifestError
+
+    out = _cache_dir() / "demo"
+    src = Path(str(resources.files("imagemesh") / "demo_data"))
+    c = None
+    if not rebuild:
+        try:
+            c = open_collection(out)
+        except (CollectionError, ManifestError):
+            c = None
+    if c is None:
+        click.echo(f"building the demo collection in {out} (first run only) ...", err=True)
+        report = build_collection(src, out, BuildOptions(backend="faiss"), log=lambda s: click.echo(s, err=True))
+        click.echo(report.summary(), err=True)
+        c = open_collection(out)
+    if no_serve:
+        click.echo(str(out))
+        return
+    _serve(c, host, port, "explorer", f"imagemesh demo: open http://{host}:{port}/  ({len(c)} arXiv figures; Ctrl-C to stop)")
+
+
+def main() -> None:
+    cli(prog_name="imagemesh")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,485 @@
+"""A built collection: metadata (LanceDB), reduced vectors and one index per embedding.
+
+Open with :func:`imagemesh.open`; query with :meth:`Collection.neighbors`,
+:meth:`Collection.random`, :meth:`Collection.facets`, :meth:`Collection.get`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import lancedb
+import numpy as np
+
+from .arxiv import Taxonomy
+from .embedding import EmbeddingConfig
+from .filters import FilterError, MetadataFilter, from_dict, to_lance_predicate
+from .index import Index, IndexError_, exact_search
+from .manifest import Manifest, ManifestError
+from .registry import Registries, default_registries
+from .schema import MetadataSchema
+
+__all__ = ["Collection", "Hit", "open_collection", "CollectionError", "ImageNotFound", "SearchPlan"]
+
+#: Metadata columns returned with every hit (the heavy ``abstract`` only via ``get``).
+HIT_COLUMNS = [
+    "row_id", "image_key", "arxiv_id", "version", "title", "authors", "caption", "figure",
+    "archive", "category", "categories", "year", "width", "height", "predictions",
+]
+
+
+class CollectionError(ManifestError):
+    """The collection cannot be opened or does not match its manifest."""
+
+
+class ImageNotFound(KeyError):
+    """No image with that row id or key."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One result: row ``id``, ``distance`` under the embedding (``None`` for random
+    samples), and the image's metadata."""
+
+    id: int
+    distance: float | None
+    metadata: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"id": self.id, "distance": self.distance}
+        d.update({k: v for k, v in self.metadata.items() if k != "row_id"})
+        return d
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """How a filtered kNN query was answered (returned for debugging and benchmarks)."""
+
+    strategy: str  # "unfiltered" | "exact-allowed" | "index-filtered"
+    n_allowed: int
+    n_total: int
+    backend: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"strategy": self.strategy, "n_allowed": self.n_allowed, "n_total": self.n_total, "backend": self.backend}
+
+
+@dataclass
+class _EmbeddingState:
+    name: str
+    config: EmbeddingConfig
+    dim: int
+    vectors: np.ndarray  # float32[N, dim], memory-mapped
+    index: Index
+
+
+def _distance(d2: np.ndarray, metric: str) -> np.ndarray:
+    """Squared L2 from an index -> the metric's distance (L2, or cosine distance on unit vectors)."""
+    d2 = np.maximum(d2, 0.0)
+    if metric == "cosine":
+        return d2 / 2.0
+    return np.sqrt(d2)
+
+
+class Collection:
+    """A read-only view of one version of a collection folder.
+
+    Args:
+        root: the collection folder (holds ``manifest.json``).
+        registries: where index backends are looked up (default: built-ins + plugins).
+        exact_threshold: filtered queries whose filter keeps at most this many rows
+            are answered by an exact scan of those rows; larger ones go through the
+            index with the filter (see :meth:`neighbors`).
+
+    Raises:
+        CollectionError: missing files, a file whose size or shape differs from the
+            manifest, or a metadata table whose row count or version differs.
+    """
+
+    def __init__(self, root: Path, registries: Registries | None = None, exact_threshold: int = 20_000, filter_cache_size: int = 64) -> None:
+        self.root = Path(root)
+        self.registries = registries or default_registries()
+        self.manifest = Manifest.read(self.root)
+        self.data_dir = self.root / self.manifest.data_dir
+        self.schema = MetadataSchema.default()
+        self.taxonomy = Taxonomy.load()
+        self.exact_threshold = int(exact_threshold)
+        self._filter_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._filter_cache_size = int(filter_cache_size)
+        self._open_table()
+        self._embeddings: dict[str, _EmbeddingState] = {}
+        for name, entry in self.manifest.embeddings.items():
+            self._embeddings[name] = self._open_embedding(name, entry)
+        self._key_to_row: dict[str, int] | None = None
+
+    # ------------------------------------------------------------------ opening
+
+    def _check_file(self, entry: dict[str, Any], what: str) -> Path:
+        path = self.data_dir / entry["file"]
+        if not path.is_file():
+            raise CollectionError(f"{what}: file {path} is missing")
+        size = path.stat().st_size
+        if "bytes" in entry and size != int(entry["bytes"]):
+            raise CollectionError(f"{what}: {path.name} is {size} bytes, manifest says {entry['bytes']} (truncated or replaced)")
+        return path
+
+    def _open_table(self) -> None:
+        t = self.manifest.table
+        lance_dir = self.data_dir / t.get("dir", "lance")
+        if not lance_dir.is_dir():
+            raise CollectionError(f"metadata table folder {lance_dir} is missing")
+        try:
+            db = lancedb.connect(str(lance_dir))
+            self.table = db.open_table(t.get("name", "images"))
+            if "version" in t:
+                self.table.checkout(int(t["version"]))
+            self.thumbs = db.open_table(t.get("thumbs", "thumbs"))
+            if "thumbs_version" in t:
+                self.thumbs.checkout(int(t["thumbs_version"]))
+        except (ValueError, OSError, RuntimeError) as e:
+            raise CollectionError(f"cannot open metadata table in {lance_dir}: {e}") from e
+        rows = self.table.count_rows()
+        if rows != self.manifest.n_images:
+            raise CollectionError(f"metadata table has {rows} rows, manifest says {self.manifest.n_images}")
+
+    def _open_embedding(self, name: str, entry: dict[str, Any]) -> _EmbeddingState:
+        what = f"embedding {name!r}"
+        try:
+            config = EmbeddingConfig.from_dict(entry["config"])
+            dim = int(entry["dim"])
+            vpath = self._check_file(entry["vectors"], what)
+            ipath = self._check_file(entry["index"], what)
+        except (KeyError, TypeError, ValueError) as e:
+            if isinstance(e, CollectionError):
+                raise
+            raise CollectionError(f"{what}: malformed manifest entry: {e}") from e
+        try:
+            vectors = np.load(vpath, mmap_mode="r")
+        except (OSError, ValueError) as e:
+            raise CollectionError(f"{what}: cannot read vectors {vpath.name}: {e}") from e
+        if vectors.shape != (self.manifest.n_images, dim) or vectors.dtype != np.float32:
+            raise CollectionError(f"{what}: vectors are {vectors.dtype}{list(vectors.shape)}, manifest says float32[{self.manifest.n_images}, {dim}]")
+        backend = entry["index"]["backend"]
+        cls = self.registries.backends.get(backend)
+        params = dict(entry["index"].get("params", {}))
+        params["file_bytes"] = entry["index"].get("bytes")
+        try:
+            index = cls.load(ipath, dim, params)
+        except IndexError_ as e:
+            raise CollectionError(f"{what}: {e}") from e
+        if index.ntotal != self.manifest.n_images:
+            raise CollectionError(f"{what}: index holds {index.ntotal} vectors, manifest says {self.manifest.n_images}")
+        return _EmbeddingState(name, config, dim, vectors, index)
+
+    # ------------------------------------------------------------------ basics
+
+    def __len__(self) -> int:
+        return self.manifest.n_images
+
+    @property
+    def embeddings(self) -> list[str]:
+        """Embedding names, in build order."""
+        return list(self._embeddings)
+
+    def embedding_info(self) -> list[dict[str, Any]]:
+        out = []
+        for name, st in self._embeddings.items():
+            entry = self.manifest.embeddings[name]
+            out.append({
+                "name": name,
+                "metric": st.config.metric,
+                "dim": st.dim,
+                "input_dim": st.config.dim,
+                "backend": entry["index"]["backend"],
+                "explained_variance": entry.get("pca", {}).get("explained_variance"),
+            })
+        return out
+
+    def vectors(self, embedding: str) -> np.ndarray:
+        """Reduced vectors ``float32[N, d]`` (memory-mapped, read-only)."""
+        return self._state(embedding).vectors
+
+    def _state(self, embedding: str | None) -> _EmbeddingState:
+        if embedding is None:
+            embedding = self.embeddings[0]
+        try:
+            return self._embeddings[embedding]
+        except KeyError:
+            raise KeyError(f"unknown embedding {embedding!r}; this collection has: {', '.join(self.embeddings)}") from None
+
+    def resolve(self, image: int | str) -> int:
+        """Row id of ``image``: a row id (int or digit string), an image key
+        (``"2306.01841v1/fig1"``), or an arXiv id with exactly one image.
+
+        Raises:
+            ImageNotFound: no such image, or an arXiv id with several images.
+        """
+        if isinstance(image, (int, np.integer)) and not isinstance(image, bool):
+            if 0 <= int(image) < len(self):
+                return int(image)
+            raise ImageNotFound(f"no image with row id {image}")
+        text = str(image).strip()
+        if text.isdigit():
+            return self.resolve(int(text))
+        if self._key_to_row is None:
+            t = self.table.search().select(["row_id", "image_key", "arxiv_id", "version"]).limit(None).to_arrow()
+            self._key_to_row = {}
+            self._paper_rows: dict[str, list[int]] = {}
+            for r in t.to_pylist():
+                self._key_to_row[r["image_key"]] = r["row_id"]
+                names = {r["arxiv_id"]} | ({f"{r['arxiv_id']}v{r['version']}"} if r["version"] else set())
+                for name in names:
+                    if name:
+                        self._paper_rows.setdefault(name, []).append(r["row_id"])
+        if text in self._key_to_row:
+            return self._key_to_row[text]
+        matches = sorted(self._paper_rows.get(text, []))
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise ImageNotFound(f"{text!r} names {len(matches)} images; use an image key such as {self._row_key(matches[0])!r}")
+        raise ImageNotFound(f"no image {text!r}")
+
+    def _row_key(self, row: int) -> str:
+        return str(self.get(row)["image_key"])
+
+    # ------------------------------------------------------------------ metadata
+
+    def _take(self, rows: Sequence[int], columns: list[str]) -> list[dict[str, Any]]:
+        if not len(rows):
+            return []
+        rows = [int(r) for r in rows]
+        cols = columns if "row_id" in columns else ["row_id", *columns]
+        t = self.table.take_offsets(sorted(set(rows))).select(cols).to_arrow()
+        by_id = {r["row_id"]: r for r in t.to_pylist()}
+        out = []
+        for r in rows:
+            rec = dict(by_id[r])
+            if "predictions" in rec:
+                rec["predictions"] = json.loads(rec["predictions"]) if rec["predictions"] else {}
+            out.append(rec)
+        return out
+
+    def get(self, image: int | str) -> dict[str, Any]:
+        """All metadata of one image (``dict``; ``predictions`` parsed from JSON)."""
+        row = self.resolve(image)
+        names = [f.name for f in self.table.schema]
+        return self._take([row], names)[0]
+
+    def thumbnail(self, row_id: int) -> bytes:
+        """JPEG bytes of the thumbnail (longest side 256 px) of ``row_id``.
+
+        Raises:
+            ImageNotFound: no such row.
+        """
+        row = self.resolve(int(row_id))
+        t = self.thumbs.take_offsets([row]).select(["row_id", "jpeg"]).to_arrow()
+        if t.num_rows != 1 or t["row_id"][0].as_py() != row:
+            raise ImageNotFound(f"no thumbnail for row {row}")
+        return bytes(t["jpeg"][0].as_py())
+
+    # ------------------------------------------------------------------ filters
+
+    def _coerce_filter(self, where: MetadataFilter | dict[str, Any] | str | None) -> MetadataFilter | None:
+        if where is None or isinstance(where, MetadataFilter):
+            return where
+        if isinstance(where, str):
+            from .filters import parse_filter
+
+            return parse_filter(where)
+        return from_dict(where)
+
+    def allowed(self, where: MetadataFilter | dict[str, Any] | str | None) -> np.ndarray | None:
+        """Evaluate a filter to a ``bool[N]`` mask of matching rows (``None`` = no filter).
+
+        The filter is compiled to an escaped LanceDB predicate and evaluated by LanceDB;
+        the masks of recent filters are cached (LRU) per collection.
+
+        Raises:
+            FilterError: invalid filter (unknown field, wrong value type, ...).
+        """
+        f = self._coerce_filter(where)
+        pred = to_lance_predicate(f, self.schema)
+        if pred is None:
+            return None
+        hit = self._filter_cache.get(pred)
+        if hit is not None:
+            self._filter_cache.move_to_end(pred)
+            return hit
+        try:
+            t = self.table.search().where(pred).select(["row_id"]).limit(None).to_arrow()
+        except (ValueError, RuntimeError, OSError) as e:  # LanceDB reports SQL errors as ValueError/RuntimeError
+            raise FilterError(f"the filter could not be evaluated: {e}") from e
+        mask = np.zeros(len(self), dtype=bool)
+        mask[t["row_id"].to_numpy()] = True
+        mask.setflags(write=False)
+        self._filter_cache[pred] = mask
+        if len(self._filter_cache) > self._filter_cache_size:
+            self._filter_cache.popitem(last=False)
+        return mask
+
+    def count(self, where: MetadataFilter | dict[str, Any] | str | None = None) -> int:
+        mask = self.allowed(where)
+        return len(self) if mask is None else int(mask.sum())
+
+    # ------------------------------------------------------------------ queries
+
+    def _hits(self, ids: np.ndarray, dists: np.ndarray | None) -> list[Hit]:
+        ids = [int(i) for i in ids if i >= 0]
+        recs = self._take(ids, HIT_COLUMNS)
+        return [Hit(i, None if dists is None else float(dists[n]), rec) for n, (i, rec) in enumerate(zip(ids, recs))]
+
+    def search_vectors(
+        self,
+        queries: np.ndarray,
+        embedding: str | None = None,
+        k: int = 20,
+        where: MetadataFilter | dict[str, Any] | str | None = None,
+        **params: Any,
+    ) -> tuple[np.ndarray, np.ndarray, SearchPlan]:
+        """kNN of reduced query vectors ``float32[n, d]`` under ``embedding``.
+
+        Strategy (the dedicated planner is a later issue): no filter -> the index;
+        a filter keeping at most ``exact_threshold`` rows -> exact scan of exactly those
+        rows; otherwise the index restricted to the allowed rows (native selector or
+        over-fetch), with an exact fallback so each query gets ``min(k, matches)`` hits.
+
+        Returns:
+            ``(distances float32[n, k] in the metric's units, row_ids int64[n, k], plan)``,
+            ascending, padded with ``(inf, -1)``.
+
+        Raises:
+            FilterError, KeyError (unknown embedding), ValueError (bad k or shape).
+        """
+        st = self._state(embedding)
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        q = np.asarray(queries, dtype=np.float32)
+        if q.ndim == 1:
+            q = q[None, :]
+        mask = self.allowed(where)
+        backend = self.manifest.embeddings[st.name]["index"]["backend"]
+        if mask is None:
+            d2, ids = st.index.search(q, k, **params)
+            plan = SearchPlan("unfiltered", len(self), len(self), backend)
+        else:
+            n_allowed = int(mask.sum())
+            if n_allowed <= self.exact_threshold:
+                rows = np.flatnonzero(mask)
+                d2, ids = exact_search(np.asarray(st.vectors[rows]), q, k, rows)
+                plan = SearchPlan("exact-allowed", n_allowed, len(self), "exact")
+            else:
+                d2, ids = st.index.search(q, k, allowed=mask, vectors=st.vectors, **params)
+                plan = SearchPlan("index-filtered", n_allowed, len(self), backend)
+        return _distance(d2, st.config.metric).astype(np.float32), ids, plan
+
+    def neighbors(
+        self,
+        image: int | str,
+        embedding: str | None = None,
+        k: int = 20,
+        where: MetadataFilter | dict[str, Any] | str | None = None,
+        **params: Any,
+    ) -> list[Hit]:
+        """Nearest neighbours of a collection image.
+
+        Args:
+            image: row id, image key or arXiv id (see :meth:`resolve`).
+            embedding: embedding name (default: the first one).
+            k: number of results; ``min(k, matches)`` are returned.
+            where: a :class:`MetadataFilter`, its JSON form, or JSON text.
+            **params: query-time knobs of the backend (``search_k``, ``ef_search``, ``nprobe``).
+
+        Returns:
+            Hits in ascending distance. The query image itself comes first when it
+            passes the filter (under ``exact`` it has distance 0; ties are resolved in
+            its favour).
+
+        Raises:
+            ImageNotFound, FilterError, KeyError (unknown embedding), ValueError (bad k).
+        """
+        return self.neighbors_with_plan(image, embedding, k, where, **params)[0]
+
+    def neighbors_with_plan(
+        self,
+        image: int | str,
+        embedding: str | None = None,
+        k: int = 20,
+        where: MetadataFilter | dict[str, Any] | str | None = None,
+        **params: Any,
+    ) -> tuple[list[Hit], SearchPlan]:
+        """:meth:`neighbors` plus the :class:`SearchPlan` that answered it."""
+        row = self.resolve(image)
+        st = self._state(embedding)
+        q = np.asarray(st.vectors[row : row + 1])
+        dist, ids, plan = self.search_vectors(q, st.name, k, where, **params)
+        d, i = dist[0], ids[0]
+        mask = self.allowed(where)
+        if mask is None or mask[row]:
+            # The query image is its own nearest neighbour; make ties and ANN misses not hide it.
+            keep = i != row
+            i = np.concatenate([[row], i[keep]])[: len(i)]
+            d = np.concatenate([[0.0], d[keep]])[: len(d)].astype(np.float32)
+        return self._hits(i, d), plan
+
+    def random(self, n: int = 20, where: MetadataFilter | dict[str, Any] | str | None = None, seed: int | None = None) -> list[Hit]:
+        """``min(n, matches)`` distinct images drawn uniformly from those matching ``where``.
+
+        ``seed`` makes the sample reproducible (numpy ``default_rng``).
+
+        Raises:
+            FilterError, ValueError (``n < 0``).
+        """
+        if not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        mask = self.allowed(where)
+        rows = np.arange(len(self)) if mask is None else np.flatnonzero(mask)
+        rng = np.random.default_rng(seed)
+        pick = rng.choice(rows, size=min(int(n), rows.size), replace=False) if rows.size else np.zeros(0, np.int64)
+        return self._hits(pick, None)
+
+    def facets(self, where: MetadataFilter | dict[str, Any] | str | None = None, top: int = 200) -> dict[str, list[dict[str, Any]]]:
+        """Value counts of ``archive``, ``category`` and ``year`` (with official names),
+        over the rows matching ``where``. A ``None`` value counts images without one."""
+        mask = self.allowed(where)
+        t = self.table.search().select(["row_id", "archive", "category", "year"]).limit(None).to_arrow()
+        if mask is not None:
+            import pyarrow as pa
+
+            t = t.filter(pa.array(mask[t["row_id"].to_numpy()]))
+        out: dict[str, list[dict[str, Any]]] = {}
+        for col in ("archive", "category", "year"):
+            counts = t.group_by(col).aggregate([([], "count_all")]).to_pylist()
+            items = []
+            for c in counts:
+                v = c[col]
+                label = None
+                if col == "archive" and v is not None:
+                    label = self.taxonomy.archive_name(v)
+                elif col == "category" and v is not None:
+                    label = self.taxonomy.category_name(v)
+                items.append({"value": v, "label": label or (str(v) if v is not None else "(unknown)"), "count": int(c["count_all"])})
+            items.sort(key=lambda x: (-x["count"], str(x["value"])))
+            out[col] = items[:top]
+        return out
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "n_images": len(self),
+            "build_id": self.manifest.build_id,
+            "created": self.manifest.created,
+            "embeddings": self.embedding_info(),
+            "fields": self.schema.to_dict(),
+        }
+
+
+def open_collection(path: str | Path, registries: Registries | None = None, **kwargs: Any) -> Collection:
+    """Open a collection folder; see :class:`Collection`."""
+    return Collection(Path(path), registries=registries, **kwargs)

@@ -1,0 +1,125 @@
+"""The ``Embedding`` interface: images in, float32 vectors out.
+
+An embedding needs only :meth:`Embedding.embed_batch`; :class:`BaseEmbedding` adds
+batching (the shape follows ``llm``'s ``EmbeddingModel``). Its :meth:`config` identifies
+the exact model (file hash, preprocessing) and is stored in the collection manifest, so a
+collection can refuse vectors made by another model.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Literal, Sequence
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["Embedding", "BaseEmbedding", "EmbeddingConfig", "Metric", "Prediction"]
+
+Metric = Literal["l2", "cosine"]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One class prediction of a classifier network (for display, e.g. ImageNet top-5)."""
+
+    label: str
+    p: float  # probability in [0, 1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "p": round(float(self.p), 5)}
+
+
+@dataclass(frozen=True)
+class EmbeddingConfig:
+    """What identifies the exact model that made a set of vectors.
+
+    ``model_sha256`` is the hash of the network file (``None`` for models with no file,
+    such as ``raw``); ``preprocess`` is the full preprocessing recipe.
+    """
+
+    name: str
+    kind: str
+    dim: int
+    metric: Metric
+    model_sha256: str | None = None
+    preprocess: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "dim": self.dim,
+            "metric": self.metric,
+            "model_sha256": self.model_sha256,
+            "preprocess": dict(self.preprocess),
+            "extra": dict(self.extra),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "EmbeddingConfig":
+        return cls(
+            name=d["name"],
+            kind=d["kind"],
+            dim=int(d["dim"]),
+            metric=d["metric"],
+            model_sha256=d.get("model_sha256"),
+            preprocess=dict(d.get("preprocess") or {}),
+            extra=dict(d.get("extra") or {}),
+        )
+
+
+class Embedding(abc.ABC):
+    """Turns images into vectors.
+
+    Attributes:
+        name: registry name, e.g. ``"raw"``, ``"imagenet"``.
+        dim: output dimension ``d`` (before PCA).
+        metric: ``"l2"`` or ``"cosine"``: how vectors of this embedding are compared.
+    """
+
+    name: str
+    dim: int
+    metric: Metric
+
+    @abc.abstractmethod
+    def embed_batch(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Embed RGB images.
+
+        Args:
+            images: ``n`` PIL images (any size; mode RGB).
+
+        Returns:
+            ``float32[n, dim]``.
+        """
+
+    def embed_batch_with_predictions(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, list[list[Prediction]] | None]:
+        """Like :meth:`embed_batch`, plus per-image class predictions for classifier networks.
+
+        The default has no predictions (``None``). Classifiers override this to run the
+        network once for both.
+        """
+        return self.embed_batch(images), None
+
+    @abc.abstractmethod
+    def config(self) -> EmbeddingConfig:
+        """The identity of this exact model (stored in the manifest)."""
+
+
+class BaseEmbedding(Embedding):
+    """Adds :meth:`embed` (batched over any iterable) to an ``embed_batch`` implementation."""
+
+    batch_size: int = 32
+
+    def embed(self, images: Iterable[Image.Image]) -> Iterator[np.ndarray]:
+        """Yield ``float32[b, dim]`` arrays for consecutive batches of ``images``."""
+        batch: list[Image.Image] = []
+        for img in images:
+            batch.append(img)
+            if len(batch) >= self.batch_size:
+                yield self.embed_batch(batch)
+                batch = []
+        if batch:
+            yield self.embed_batch(batch)

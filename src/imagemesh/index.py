@@ -1,0 +1,215 @@
+"""The ``Index`` interface: k-nearest-neighbour search over dense integer row ids.
+
+One search contract for every backend (after FAISS)::
+
+    distances, row_ids = index.search(queries, k, allowed=None)
+
+``queries`` is ``float32[n, d]``; both outputs are ``[n, k]``; ``distances`` are
+**squared Euclidean** (``float32``), ascending; missing results are padded with row id
+``-1`` and distance ``+inf``. Cosine embeddings are L2-normalised before they reach an
+index, so squared L2 ranks exactly as cosine distance (``d2 / 2 == 1 - cos``).
+
+``allowed`` restricts results to a set of row ids (a boolean mask ``bool[N]``).
+Backends that can restrict natively (exact, FAISS ``IDSelectorBitmap``) do so; others
+inherit :meth:`Index.search`'s over-fetch-and-retry, which always returns
+``min(k, allowed.sum())`` results by falling back to an exact scan of the allowed rows
+when over-fetching does not find enough.
+"""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Index", "IndexError_", "exact_search", "pad_results"]
+
+
+class IndexError_(RuntimeError):
+    """An index file is missing, truncated or does not match its manifest entry."""
+
+
+def pad_results(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(inf float32[n, k], -1 int64[n, k])``."""
+    return np.full((n, k), np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64)
+
+
+def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int, row_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force kNN by squared L2 (BLAS matrix product).
+
+    Args:
+        vectors: ``float32[m, d]`` candidate vectors.
+        queries: ``float32[n, d]``.
+        k: neighbours wanted.
+        row_ids: ``int64[m]`` ids of ``vectors`` (default ``arange(m)``).
+
+    Returns:
+        ``(float32[n, k], int64[n, k])``, ascending distance, ties broken by row id,
+        padded with ``(inf, -1)`` when ``m < k``.
+    """
+    n = queries.shape[0]
+    m = vectors.shape[0]
+    dist, ids = pad_results(n, k)
+    if m == 0 or k == 0:
+        return dist, ids
+    if row_ids is None:
+        row_ids = np.arange(m, dtype=np.int64)
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    x = np.asarray(vectors, dtype=np.float32)
+    d2 = (q * q).sum(1)[:, None] - 2.0 * (q @ x.T) + (x * x).sum(1)[None, :]
+    np.maximum(d2, 0.0, out=d2)
+    kk = min(k, m)
+    if kk < m:
+        part = np.argpartition(d2, kk - 1, axis=1)[:, :kk]
+    else:
+        part = np.broadcast_to(np.arange(m), (n, m))
+    for i in range(n):
+        cand = part[i]
+        order = np.lexsort((row_ids[cand], d2[i, cand]))
+        sel = cand[order]
+        dist[i, :kk] = d2[i, sel]
+        ids[i, :kk] = row_ids[sel]
+    return dist, ids
+
+
+class Index(abc.ABC):
+    """A kNN index over vectors keyed by dense row ids ``0..N-1``.
+
+    Lifecycle: ``add(row_ids, vectors)`` (any number of times) -> ``build()`` ->
+    ``search(...)``; ``save(path)`` / ``load(path)``. Build-time parameters are passed
+    to the constructor (e.g. Annoy ``n_trees``, a FAISS factory string); query-time
+    knobs are ``search`` keyword arguments (``search_k``, ``ef_search``, ``nprobe``).
+    """
+
+    #: registry name of the backend
+    backend: str = ""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = int(dim)
+
+    @abc.abstractmethod
+    def add(self, row_ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add ``float32[m, d]`` vectors with ``int64[m]`` row ids (dense, ascending, no gaps overall)."""
+
+    @abc.abstractmethod
+    def build(self) -> None:
+        """Finish the index (train, build trees/graphs). After this the index is immutable."""
+
+    @property
+    @abc.abstractmethod
+    def ntotal(self) -> int:
+        """Number of indexed vectors ``N``."""
+
+    @abc.abstractmethod
+    def _search_unfiltered(self, queries: np.ndarray, k: int, **params: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Backend kNN without a filter; same return contract as :meth:`search`."""
+
+    @abc.abstractmethod
+    def save(self, path: Path) -> None:
+        """Write the index to ``path`` (a single file)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def load(cls, path: Path, dim: int, params: dict[str, Any]) -> "Index":
+        """Open an index written by :meth:`save`, memory-mapped where the backend allows.
+
+        Raises:
+            IndexError_: the file is missing or unreadable.
+        """
+
+    @abc.abstractmethod
+    def params(self) -> dict[str, Any]:
+        """Build parameters (stored in the manifest and passed back to :meth:`load`)."""
+
+    def vectors_for(self, row_ids: np.ndarray) -> np.ndarray | None:
+        """Stored vectors for ``row_ids`` if the backend keeps them, else ``None``."""
+        return None
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None = None,
+        vectors: np.ndarray | None = None,
+        **params: Any,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """kNN search, optionally restricted to ``allowed`` rows.
+
+        Args:
+            queries: ``float32[n, d]``.
+            k: neighbours per query (``>= 1``).
+            allowed: ``bool[N]`` mask of admissible rows, or ``None`` for all.
+            vectors: ``float32[N, d]`` (e.g. memory-mapped) used for the exact
+                fallback when over-fetching comes up short; without it the backend's
+                own stored vectors are used when it has them.
+            **params: query-time knobs of the backend.
+
+        Returns:
+            ``(float32[n, k] squared L2, int64[n, k] row ids)``, ascending, padded with
+            ``(inf, -1)``; each row holds ``min(k, allowed.sum())`` results when a
+            fallback source of vectors exists.
+
+        Raises:
+            ValueError: bad shapes or ``k < 1``.
+        """
+        queries = self._check_queries(queries, k)
+        if allowed is None:
+            return self._search_unfiltered(queries, k, **params)
+        allowed = np.asarray(allowed, dtype=bool)
+        if allowed.shape != (self.ntotal,):
+            raise ValueError(f"allowed must be bool[{self.ntotal}], got shape {allowed.shape}")
+        return self._search_overfetch(queries, k, allowed, vectors, **params)
+
+    def _check_queries(self, queries: np.ndarray, k: int) -> np.ndarray:
+        q = np.asarray(queries, dtype=np.float32)
+        if q.ndim == 1:
+            q = q[None, :]
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise ValueError(f"queries must be float32[n, {self.dim}], got shape {q.shape}")
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        return np.ascontiguousarray(q)
+
+    def _search_overfetch(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray, vectors: np.ndarray | None, **params: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Post-filter with adaptive over-fetch; exact scan of the allowed rows as the last resort."""
+        n_allowed = int(allowed.sum())
+        want = min(k, n_allowed)
+        dist, ids = pad_results(queries.shape[0], k)
+        if want == 0:
+            return dist, ids
+        total = self.ntotal
+        selectivity = n_allowed / max(total, 1)
+        fetch = min(total, max(2 * k, int(np.ceil(2 * k / selectivity))))
+        pending = np.arange(queries.shape[0])
+        while pending.size:
+            d_raw, i_raw = self._search_unfiltered(queries[pending], fetch, **params)
+            still: list[int] = []
+            for row, qi in enumerate(pending):
+                keep = (i_raw[row] >= 0)
+                keep[keep] = allowed[i_raw[row][keep]]
+                got_ids = i_raw[row][keep][:k]
+                got_d = d_raw[row][keep][:k]
+                if got_ids.size >= want:
+                    ids[qi, : got_ids.size] = got_ids
+                    dist[qi, : got_d.size] = got_d
+                else:
+                    still.append(int(qi))
+            pending = np.asarray(still, dtype=np.int64)
+            if not pending.size:
+                break
+            if fetch >= total:
+                break
+            fetch = min(total, fetch * 4)
+        if pending.size:
+            source = vectors if vectors is not None else self.vectors_for(np.arange(total))
+            if source is None:
+                return dist, ids  # cannot do better: caller asked for no fallback
+            rows = np.flatnonzero(allowed)
+            d_ex, i_ex = exact_search(np.asarray(source[rows]), queries[pending], k, rows)
+            dist[pending] = d_ex
+            ids[pending] = i_ex
+        return dist, ids

@@ -1,0 +1,58 @@
+"""Shared fixtures: real data from ../shared/data and real collections built from it."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+
+from imagemesh.build import BuildOptions, build_collection
+from imagemesh.collection import Collection, open_collection
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+FIGURES = SHARED / "arxiv-figures"
+SNAPSHOT = SHARED / "arxiv-metadata" / "arxiv-metadata-oai-snapshot.sample.jsonl"
+
+
+def require_shared() -> None:
+    if not FIGURES.is_dir():
+        pytest.skip(f"real data not found at {FIGURES}")
+
+
+def make_subset(dst: Path, n: int, start: int = 0) -> Path:
+    """Copy ``n`` rows of the real figures CSV (and their images) into ``dst``."""
+    require_shared()
+    dst.mkdir(parents=True, exist_ok=True)
+    (dst / "images").mkdir(exist_ok=True)
+    with open(FIGURES / "figures.csv", newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)[start : start + n]
+        fields = reader.fieldnames
+    assert fields is not None
+    with open(dst / "figures.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for r in rows:
+            w.writerow(r)
+            for p in (FIGURES / "images").iterdir():
+                if p.stem == r["arxiv_id"]:
+                    shutil.copy(p, dst / "images" / p.name)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def real_collection(tmp_path_factory: pytest.TempPathFactory) -> Collection:
+    """All 166 real arXiv figures, embeddings raw + imagenet, exact backend."""
+    require_shared()
+    out = tmp_path_factory.mktemp("real") / "coll"
+    build_collection(FIGURES, out, BuildOptions(backend="exact", progress=False), log=lambda s: None)
+    return open_collection(out)
+
+
+@pytest.fixture(scope="session")
+def small_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 real figures (PDF, PNG, JPG mix) in the figures-CSV format."""
+    return make_subset(tmp_path_factory.mktemp("src") / "figs", 24)

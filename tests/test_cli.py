@@ -1,0 +1,74 @@
+"""The command line on a real collection (click's runner, in-process)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from imagemesh.cli import cli
+from imagemesh.collection import Collection
+
+
+@pytest.fixture(scope="module")
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def test_neighbors_json_fields(runner, real_collection: Collection) -> None:
+    r = runner.invoke(cli, ["neighbors", str(real_collection.root), "0", "-k", "7", "--embedding", "raw", "--json"])
+    assert r.exit_code == 0, r.output
+    hits = json.loads(r.stdout)
+    assert len(hits) == 7 and hits[0]["id"] == 0 and hits[0]["distance"] == 0
+    for h in hits:
+        assert {"id", "distance", "arxiv_id", "title", "caption", "year"} <= set(h)
+
+
+def test_neighbors_by_arxiv_id_with_where(runner, real_collection: Collection) -> None:
+    aid = real_collection.get(4)["arxiv_id"]
+    where = '{"year": {"gte": 2023}}'
+    r = runner.invoke(cli, ["neighbors", str(real_collection.root), aid, "--where", where, "--json", "-k", "500"])
+    assert r.exit_code == 0, r.output
+    hits = json.loads(r.stdout)
+    assert len(hits) == real_collection.count(where) and all(h["year"] >= 2023 for h in hits)
+
+
+def test_random_seeded(runner, real_collection: Collection) -> None:
+    args = ["random", str(real_collection.root), "-n", "5", "--seed", "3", "--json", "--where", '{"keyword": "language"}']
+    a, b = runner.invoke(cli, args), runner.invoke(cli, args)
+    assert a.exit_code == 0 and json.loads(a.stdout) == json.loads(b.stdout)
+    assert len({h["id"] for h in json.loads(a.stdout)}) == 5
+
+
+@pytest.mark.parametrize(
+    "args,msg",
+    [
+        (["neighbors", "{c}", "0", "--where", "{bad"], "not valid JSON"),
+        (["neighbors", "{c}", "0", "--where", '{"nope": 1}'], "unknown field"),
+        (["neighbors", "{c}", "no-such-image"], "no image"),
+        (["neighbors", "{c}", "0", "--embedding", "vgg99"], "unknown embedding"),
+        (["random", "{c}", "--where", '{"year": {"gte": "x"}}'], "finite number"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(runner, real_collection: Collection, args, msg) -> None:
+    r = runner.invoke(cli, [a.replace("{c}", str(real_collection.root)) for a in args])
+    assert r.exit_code == 2
+    assert msg in r.stderr and "Traceback" not in r.output
+
+
+def test_not_a_collection(runner, tmp_path: Path) -> None:
+    r = runner.invoke(cli, ["random", str(tmp_path)])
+    assert r.exit_code == 2 and "not an imagemesh collection" in r.stderr
+
+
+def test_build_then_info(runner, tmp_path: Path, small_source: Path) -> None:
+    out = tmp_path / "c"
+    r = runner.invoke(cli, ["build", str(small_source), "--out", str(out), "--embeddings", "raw", "--backend", "annoy", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "24 indexed of 24" in r.stdout
+    info = json.loads(runner.invoke(cli, ["info", str(out)]).stdout)
+    assert info["n_images"] == 24 and info["embeddings"][0]["backend"] == "annoy"
+    r = runner.invoke(cli, ["build", str(small_source), "--out", str(out), "--backend", "nope", "--quiet"])
+    assert r.exit_code == 2 and "unknown index backend" in r.stderr

@@ -1,0 +1,318 @@
+"""Collections built from the real arXiv figures: kNN semantics, filters, random sampling,
+deterministic row ids, resumable builds, refusal of mismatched files, bad images."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import imagemesh
+from imagemesh import Collection, CollectionError, FilterError, ImageNotFound, Keyword, Range
+from imagemesh.build import BuildOptions, build_collection
+from imagemesh.embedding import BaseEmbedding, EmbeddingConfig
+from imagemesh.models.raw import RawPixels
+from imagemesh.registry import default_registries
+
+from .conftest import SNAPSHOT, make_subset
+
+FILTERS = [
+    None,
+    {"year": 2023},
+    {"year": {"lt": 2023}},
+    {"keyword": "translation"},
+    {"title": {"contains": "language"}},
+    {"caption": {"contains": "O'Brien'; DROP TABLE images; --"}},
+    {"or": [{"year": 2021}, {"keyword": "speech"}]},
+    {"not": {"keyword": "model"}},
+]
+
+
+def _matching_rows(c: Collection, where) -> set[int]:
+    m = c.allowed(where)
+    return set(range(len(c))) if m is None else set(np.flatnonzero(m).tolist())
+
+
+def _reference_rows(c: Collection, where) -> set[int]:
+    f = imagemesh.from_dict(where)
+    if f is None:
+        return set(range(len(c)))
+    return {r for r in range(len(c)) if f.matches(c.get(r))}
+
+
+@pytest.mark.parametrize("where", FILTERS)
+def test_lance_filter_matches_python_reference_on_real_metadata(real_collection: Collection, where) -> None:
+    assert _matching_rows(real_collection, where) == _reference_rows(real_collection, where)
+
+
+@pytest.mark.parametrize("embedding", ["imagenet", "raw"])
+@pytest.mark.parametrize("where", FILTERS)
+@pytest.mark.parametrize("k", [1, 10, 200])
+def test_neighbors_self_first_no_leak_and_count(real_collection: Collection, embedding: str, where, k: int) -> None:
+    allowed = _matching_rows(real_collection, where)
+    for row in (0, 57, 135):
+        hits = real_collection.neighbors(row, embedding=embedding, k=k, where=where)
+        ids = [h.id for h in hits]
+        assert len(ids) == min(k, len(allowed))
+        assert set(ids) <= allowed
+        assert len(set(ids)) == len(ids)
+        if row in allowed:
+            assert ids[0] == row and hits[0].distance == 0.0
+        d = [h.distance for h in hits]
+        assert d == sorted(d)
+
+
+def test_neighbors_equal_exact_ranking(real_collection: Collection) -> None:
+    v = np.asarray(real_collection.vectors("imagenet"))
+    truth = imagemesh.exact_search(v, v[135:136], 10)[1][0]
+    got = [h.id for h in real_collection.neighbors(135, embedding="imagenet", k=10)]
+    assert got == truth.tolist()
+
+
+def test_resolve_by_key_and_arxiv_id(real_collection: Collection) -> None:
+    key = real_collection.get(5)["image_key"]
+    aid = real_collection.get(5)["arxiv_id"]
+    assert real_collection.resolve(key) == 5
+    assert real_collection.resolve(aid) == 5
+    assert real_collection.resolve("5") == 5
+    with pytest.raises(ImageNotFound):
+        real_collection.resolve("9999.99999")
+    with pytest.raises(ImageNotFound):
+        real_collection.resolve(len(real_collection))
+
+
+def test_random_is_distinct_matching_and_seeded(real_collection: Collection) -> None:
+    where = {"year": 2023}
+    allowed = _matching_rows(real_collection, where)
+    a = [h.id for h in real_collection.random(30, where=where, seed=7)]
+    b = [h.id for h in real_collection.random(30, where=where, seed=7)]
+    c = [h.id for h in real_collection.random(30, where=where, seed=8)]
+    assert a == b and a != c
+    assert len(set(a)) == 30 and set(a) <= allowed
+    everything = real_collection.random(10_000, where=where, seed=1)
+    assert sorted(h.id for h in everything) == sorted(allowed)
+    assert real_collection.random(5, where={"keyword": "no such words anywhere zzz"}) == []
+
+
+def test_bad_queries_raise_clear_errors(real_collection: Collection) -> None:
+    with pytest.raises(FilterError):
+        real_collection.neighbors(0, where={"nope": 1})
+    with pytest.raises(KeyError, match="unknown embedding"):
+        real_collection.neighbors(0, embedding="vgg99")
+    with pytest.raises(ValueError):
+        real_collection.neighbors(0, k=0)
+    with pytest.raises(ValueError):
+        real_collection.random(-1)
+
+
+def test_metadata_thumbnails_and_top5(real_collection: Collection) -> None:
+    rec = real_collection.get(0)
+    assert rec["arxiv_id"] and rec["year"] and rec["title"] and rec["image_key"].endswith("/fig1")
+    top5 = rec["predictions"]["imagenet"]
+    assert len(top5) == 5 and all(0 <= p["p"] <= 1 for p in top5)
+    assert top5 == sorted(top5, key=lambda p: -p["p"])
+    jpeg = real_collection.thumbnail(0)
+    assert jpeg[:3] == b"\xff\xd8\xff"
+    from io import BytesIO
+
+    from PIL import Image
+
+    with Image.open(BytesIO(jpeg)) as im:
+        assert max(im.size) == 256 or max(im.size) == max(rec["width"], rec["height"])
+
+
+def test_facets_count_every_image(real_collection: Collection) -> None:
+    f = real_collection.facets()
+    assert sum(x["count"] for x in f["year"]) == len(real_collection)
+    # the figures CSV carries no category: the facet says unknown rather than inventing one
+    assert f["category"] == [{"value": None, "label": "(unknown)", "count": len(real_collection)}]
+    years = {x["value"] for x in f["year"]}
+    assert years <= set(range(2020, 2024))
+
+
+# ------------------------------------------------------------------ builds
+
+
+def _arrays(c: Collection) -> tuple[list[dict], dict[str, np.ndarray]]:
+    rows = [c.get(r) for r in range(len(c))]
+    return rows, {e: np.asarray(c.vectors(e)).copy() for e in c.embeddings}
+
+
+def test_row_ids_are_deterministic_and_aligned(tmp_path: Path, small_source: Path) -> None:
+    opts = BuildOptions(backend="annoy", progress=False)
+    build_collection(small_source, tmp_path / "a", opts, log=lambda s: None)
+    build_collection(small_source, tmp_path / "b", BuildOptions(backend="faiss", progress=False, chunk_size=5), log=lambda s: None)
+    a, b = imagemesh.open(tmp_path / "a"), imagemesh.open(tmp_path / "b")
+    ra, va = _arrays(a)
+    rb, vb = _arrays(b)
+    assert [r["image_key"] for r in ra] == [r["image_key"] for r in rb] == sorted(r["image_key"] for r in ra)
+    assert [r["content_sha256"] for r in ra] == [r["content_sha256"] for r in rb]
+    for e in va:
+        np.testing.assert_allclose(va[e], vb[e], atol=1e-4)
+    # alignment: the raw embedding of a row's own image file equals its stored vector
+    from imagemesh.images import load_image
+    from imagemesh.pca import PcaReducer
+
+    reducer = PcaReducer.load(a.data_dir / a.manifest.embeddings["raw"]["pca"]["file"])
+    for r in (0, 7, 23):
+        path = next((small_source / "images").glob(ra[r]["arxiv_id"] + "v*"))
+        raw = RawPixels().embed_batch([load_image(path)])
+        np.testing.assert_allclose(reducer.transform(raw)[0], va["raw"][r], atol=1e-4)
+
+
+def test_bad_images_are_reported_and_skipped(tmp_path: Path) -> None:
+    src = make_subset(tmp_path / "src", 6)
+    imgs = sorted((src / "images").iterdir())
+    imgs[0].write_bytes(b"%PDF-1.4 truncated nonsense")
+    imgs[1].write_bytes(b"")
+    report = build_collection(src, tmp_path / "out", BuildOptions(embeddings=["raw"], backend="exact", progress=False), log=lambda s: None)
+    assert report.n_images == 4 and len(report.failures) == 2
+    assert {Path(f["path"]).name for f in report.failures} == {imgs[0].name, imgs[1].name}
+    assert "skipped" in report.summary()
+    c = imagemesh.open(tmp_path / "out")
+    assert len(c) == 4 and list(range(4)) == [c.resolve(c.get(r)["image_key"]) for r in range(4)]
+    saved = json.loads((tmp_path / "out" / "build-report.json").read_text())
+    assert len(saved["failures"]) == 2
+
+
+def test_fewer_images_than_pca_components(tmp_path: Path) -> None:
+    src = make_subset(tmp_path / "src", 3)
+    build_collection(src, tmp_path / "out", BuildOptions(embeddings=["raw"], backend="annoy", pca_dim=64, progress=False), log=lambda s: None)
+    c = imagemesh.open(tmp_path / "out")
+    assert c.vectors("raw").shape[0] == 3 and c.vectors("raw").shape[1] <= 3
+    assert [h.id for h in c.neighbors(1, embedding="raw", k=10)][0] == 1
+
+
+def test_metadata_snapshot_join(tmp_path: Path) -> None:
+    """A figure whose arXiv id has a snapshot record gets its authors and categories."""
+    src = make_subset(tmp_path / "src", 4)
+    snap = tmp_path / "snap.jsonl"
+    line = json.loads(SNAPSHOT.read_text(encoding="utf-8").splitlines()[0])
+    from imagemesh.sources.figures_csv import read_figures_csv
+
+    items, _ = read_figures_csv(src / "figures.csv")
+    line["id"] = items[0].metadata["arxiv_id"]
+    line["categories"] = "math.IT cmp-lg"
+    snap.write_text(json.dumps(line) + "\n{broken json\n", encoding="utf-8")
+    report = build_collection(src, tmp_path / "out", BuildOptions(embeddings=["raw"], backend="exact", metadata_files=[snap], progress=False), log=lambda s: None)
+    assert report.n_with_metadata_record == 1 and len(report.metadata_problems) == 1
+    c = imagemesh.open(tmp_path / "out")
+    rec = c.get(items[0].key)
+    assert rec["category"] == "cs.IT" and rec["archive"] == "cs"  # alias math.IT -> cs.IT
+    assert rec["categories"] == ["cs.IT", "cs.CL"]  # subsumed cmp-lg -> cs.CL
+    assert rec["authors"].startswith("C. Bal")
+    assert c.count({"category": "cs.IT"}) == 1 and c.count({"categories": "cs.CL"}) == 1
+    facets = c.facets()
+    assert {"value": "cs.IT", "label": "Information Theory", "count": 1} in facets["category"]
+
+
+class _Flaky(BaseEmbedding):
+    """Raw pixels that fail on the chunk holding ``fail_key`` while the marker file exists."""
+
+    name = "raw"
+    metric = "l2"
+
+    def __init__(self, marker: Path, fail_on_call: int) -> None:
+        self.inner = RawPixels()
+        self.dim = self.inner.dim
+        self.marker = marker
+        self.calls = 0
+        self.fail_on_call = fail_on_call
+
+    def embed_batch(self, images):
+        self.calls += 1
+        if self.marker.exists() and self.calls == self.fail_on_call:
+            raise KeyboardInterrupt("simulated crash")
+        return self.inner.embed_batch(images)
+
+    def config(self) -> EmbeddingConfig:
+        return self.inner.config()
+
+
+def test_killed_build_resumes_and_matches_uninterrupted(tmp_path: Path, small_source: Path) -> None:
+    marker = tmp_path / "crash"
+    marker.touch()
+    regs = default_registries()
+    regs.embeddings.register("raw", lambda: _Flaky(marker, fail_on_call=3), replace=True)
+    opts = BuildOptions(embeddings=["raw"], backend="exact", chunk_size=5, progress=False)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        build_collection(small_source, out, opts, registries=regs, log=lambda s: None)
+    assert not (out / "manifest.json").exists()
+    assert len(list((out / ".work").glob("*/chunk-*.npz"))) == 2
+    marker.unlink()
+    report = build_collection(small_source, out, opts, registries=regs, log=lambda s: None)
+    assert report.chunks_reused == 2
+    ref = tmp_path / "ref"
+    build_collection(small_source, ref, BuildOptions(embeddings=["raw"], backend="exact", chunk_size=5, progress=False), log=lambda s: None)
+    a, b = imagemesh.open(out), imagemesh.open(ref)
+    assert [a.get(r)["image_key"] for r in range(len(a))] == [b.get(r)["image_key"] for r in range(len(b))]
+    np.testing.assert_array_equal(np.asarray(a.vectors("raw")), np.asarray(b.vectors("raw")))
+    assert not (out / ".work").exists()
+
+
+def test_failed_rebuild_leaves_the_old_collection_intact(tmp_path: Path, small_source: Path) -> None:
+    out = tmp_path / "out"
+    build_collection(small_source, out, BuildOptions(embeddings=["raw"], backend="exact", progress=False), log=lambda s: None)
+    before = imagemesh.open(out)
+    expect = [h.id for h in before.neighbors(3, k=5)]
+    manifest = (out / "manifest.json").read_bytes()
+    with pytest.raises(ValueError):
+        build_collection(small_source, out, BuildOptions(embeddings=["raw"], backend="faiss", index_params={"recipe": "IVF4096,Flat"}, progress=False), log=lambda s: None)
+    assert (out / "manifest.json").read_bytes() == manifest
+    assert [h.id for h in imagemesh.open(out).neighbors(3, k=5)] == expect
+    assert [h.id for h in before.neighbors(3, k=5)] == expect
+
+
+def _built(tmp_path: Path, small_source: Path, backend: str = "annoy") -> Path:
+    out = tmp_path / "c"
+    build_collection(small_source, out, BuildOptions(embeddings=["raw"], backend=backend, progress=False), log=lambda s: None)
+    return out
+
+
+@pytest.mark.parametrize("backend", ["annoy", "faiss", "exact"])
+def test_open_refuses_truncated_index(tmp_path: Path, small_source: Path, backend: str) -> None:
+    out = _built(tmp_path, small_source, backend)
+    m = json.loads((out / "manifest.json").read_text())
+    path = out / m["data_dir"] / m["embeddings"]["raw"]["index"]["file"]
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size // 3)
+    with pytest.raises(CollectionError, match="truncated"):
+        imagemesh.open(out)
+
+
+def test_open_refuses_mismatched_manifest(tmp_path: Path, small_source: Path) -> None:
+    out = _built(tmp_path, small_source)
+    m = json.loads((out / "manifest.json").read_text())
+    m["n_images"] += 1
+    (out / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(CollectionError, match="rows"):
+        imagemesh.open(out)
+
+
+def test_open_refuses_missing_vectors_and_other_versions(tmp_path: Path, small_source: Path) -> None:
+    out = _built(tmp_path, small_source)
+    good = (out / "manifest.json").read_text()
+    m = json.loads(good)
+    m["format_version"] = 99
+    (out / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(imagemesh.collection.ManifestError, match="version"):
+        imagemesh.open(out)
+    (out / "manifest.json").write_text(good)
+    (out / m["data_dir"] / m["embeddings"]["raw"]["vectors"]["file"]).unlink()
+    with pytest.raises(CollectionError, match="missing"):
+        imagemesh.open(out)
+    shutil.rmtree(out / m["data_dir"])
+    with pytest.raises(CollectionError):
+        imagemesh.open(out)
+    with pytest.raises(imagemesh.collection.ManifestError):
+        imagemesh.open(tmp_path)
+
+
+def test_filter_objects_and_json_text_are_accepted(real_collection: Collection) -> None:
+    a = real_collection.count(Range("year", gte=2023) & Keyword("language"))
+    b = real_collection.count('{"year": {"gte": 2023}, "keyword": "language"}')
+    assert a == b > 0
