@@ -20,6 +20,7 @@ from .embedding import EmbeddingConfig
 from .filters import FilterError, MetadataFilter, from_dict, to_lance_predicate
 from .index import Index, IndexError_, exact_search
 from .manifest import Manifest, ManifestError
+from .planner import PlannerConfig, QueryPlanner, SearchPlan
 from .registry import Registries, default_registries
 from .schema import MetadataSchema
 
@@ -58,19 +59,6 @@ class Hit:
         return d
 
 
-@dataclass(frozen=True)
-class SearchPlan:
-    """How a filtered kNN query was answered (returned for debugging and benchmarks)."""
-
-    strategy: str  # "unfiltered" | "exact-allowed" | "index-filtered"
-    n_allowed: int
-    n_total: int
-    backend: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"strategy": self.strategy, "n_allowed": self.n_allowed, "n_total": self.n_total, "backend": self.backend}
-
-
 @dataclass
 class _EmbeddingState:
     name: str
@@ -103,7 +91,7 @@ class Collection:
             manifest, or a metadata table whose row count or version differs.
     """
 
-    def __init__(self, root: Path, registries: Registries | None = None, exact_threshold: int = 20_000, filter_cache_size: int = 64) -> None:
+    def __init__(self, root: Path, registries: Registries | None = None, exact_threshold: int = PlannerConfig.exact_max_rows, filter_cache_size: int = 64) -> None:
         self.root = Path(root)
         self.registries = registries or default_registries()
         self.manifest = Manifest.read(self.root)
@@ -346,10 +334,12 @@ class Collection:
     ) -> tuple[np.ndarray, np.ndarray, SearchPlan]:
         """kNN of reduced query vectors ``float32[n, d]`` under ``embedding``.
 
-        Strategy (the dedicated planner is a later issue): no filter -> the index;
-        a filter keeping at most ``exact_threshold`` rows -> exact scan of exactly those
-        rows; otherwise the index restricted to the allowed rows (native selector or
-        over-fetch), with an exact fallback so each query gets ``min(k, matches)`` hits.
+        The :class:`~imagemesh.planner.QueryPlanner` of the embedding chooses how (see
+        :mod:`imagemesh.planner`): no filter -> the index; a filter keeping at most
+        ``exact_threshold`` rows -> exact scan of exactly those rows (gathered once per
+        filter); a middle-sized one -> an IVF over the allowed rows; a filter keeping
+        most rows -> the index restricted to them. Every query gets ``min(k, matches)``
+        hits.
 
         Returns:
             ``(distances float32[n, k] in the metric's units, row_ids int64[n, k], plan)``,
@@ -361,23 +351,13 @@ class Collection:
         st = self._state(embedding)
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
-        q = np.asarray(queries, dtype=np.float32)
-        if q.ndim == 1:
-            q = q[None, :]
         mask = self.allowed(where)
-        backend = self.manifest.embeddings[st.name]["index"]["backend"]
-        if mask is None:
-            d2, ids = st.index.search(q, k, **params)
-            plan = SearchPlan("unfiltered", len(self), len(self), backend)
-        else:
-            n_allowed = int(mask.sum())
-            if n_allowed <= self.exact_threshold:
-                rows = np.flatnonzero(mask)
-                d2, ids = exact_search(np.asarray(st.vectors[rows]), q, k, rows)
-                plan = SearchPlan("exact-allowed", n_allowed, len(self), "exact")
-            else:
-                d2, ids = st.index.search(q, k, allowed=mask, vectors=st.vectors, **params)
-                plan = SearchPlan("index-filtered", n_allowed, len(self), backend)
+        planners = self.__dict__.setdefault("_planners", {})
+        if st.name not in planners:
+            backend = self.manifest.embeddings[st.name]["index"]["backend"]
+            planners[st.name] = QueryPlanner(st.index, st.vectors, backend, PlannerConfig(exact_max_rows=self.exact_threshold))
+        key = None if mask is None else to_lance_predicate(self._coerce_filter(where), self.schema)
+        d2, ids, plan = planners[st.name].search(queries, int(k), mask, key=key, **params)
         return _distance(d2, st.config.metric).astype(np.float32), ids, plan
 
     def neighbors(
