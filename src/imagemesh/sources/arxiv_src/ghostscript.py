@@ -125,6 +125,8 @@ def _run_gs(ps: bytes, limits: GhostscriptLimits, work: Path) -> Image.Image:
                 "-sDEVICE=png16m", f"-r{dpi:.3f}", "-dTextAlphaBits=4", "-dGraphicsAlphaBits=4"]
         if box:
             args.append("-dEPSCrop")
+        else:  # the page size the resolution was computed for
+            args += ["-sPAPERSIZE=letter", "-dFIXEDMEDIA"]
         args += [f"-sOutputFile={out}", "-f", str(src)]
         try:
             proc = subprocess.Popen(
