@@ -67,7 +67,7 @@ def test_build_then_info(runner, tmp_path: Path, small_source: Path) -> None:
     out = tmp_path / "c"
     r = runner.invoke(cli, ["build", str(small_source), "--out", str(out), "--embeddings", "raw", "--backend", "annoy", "--quiet"])
     assert r.exit_code == 0, r.output
-    assert "24 indexed of 24" in r.stdout
+    assert "24 indexed (24 new) of 24" in r.stdout
     info = json.loads(runner.invoke(cli, ["info", str(out)]).stdout)
     assert info["n_images"] == 24 and info["embeddings"][0]["backend"] == "annoy"
     r = runner.invoke(cli, ["build", str(small_source), "--out", str(out), "--backend", "nope", "--quiet"])

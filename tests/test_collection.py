@@ -153,13 +153,14 @@ def test_row_ids_are_deterministic_and_aligned(tmp_path: Path, small_source: Pat
     for e in va:
         np.testing.assert_allclose(va[e], vb[e], atol=1e-4)
     # alignment: the raw embedding of a row's own image file equals its stored vector
+    from imagemesh.build import canonical_image
     from imagemesh.images import load_image
     from imagemesh.pca import PcaReducer
 
     reducer = PcaReducer.load(a.data_dir / a.manifest.embeddings["raw"]["pca"]["file"])
     for r in (0, 7, 23):
         path = next((small_source / "images").glob(ra[r]["arxiv_id"] + "v*"))
-        raw = RawPixels().embed_batch([load_image(path)])
+        raw = RawPixels().embed_batch([canonical_image(load_image(path))[1]])
         np.testing.assert_allclose(reducer.transform(raw)[0], va["raw"][r], atol=1e-4)
 
 
@@ -316,3 +317,69 @@ def test_filter_objects_and_json_text_are_accepted(real_collection: Collection) 
     a = real_collection.count(Range("year", gte=2023) & Keyword("language"))
     b = real_collection.count('{"year": {"gte": 2023}, "keyword": "language"}')
     assert a == b > 0
+
+
+# ------------------------------------------------------------------ incremental builds, added embeddings, queries
+
+
+def test_append_keeps_row_ids_and_adds_new_images(tmp_path: Path) -> None:
+    src_a = make_subset(tmp_path / "a", 10)
+    src_all = make_subset(tmp_path / "all", 16)
+    out = tmp_path / "c"
+    opts = BuildOptions(embeddings=["raw"], backend="faiss", progress=False)
+    build_collection(src_a, out, opts, log=lambda s: None)
+    before = imagemesh.open(out)
+    keys_before = before.image_keys()
+    vec_before = np.asarray(before.vectors("raw")).copy()
+    expect = [h.id for h in before.neighbors(2, k=5)]
+    report = build_collection(src_all, out, opts, log=lambda s: None, append=True)
+    assert report.n_new == 6 and report.n_images == 16
+    after = imagemesh.open(out)
+    assert after.image_keys()[:10] == keys_before
+    assert sorted(after.image_keys()[10:]) == after.image_keys()[10:]
+    np.testing.assert_array_equal(np.asarray(after.vectors("raw"))[:10], vec_before)
+    # the reader that opened the old version still answers as before
+    assert [h.id for h in before.neighbors(2, k=5)] == expect
+    assert len(before) == 10 and before.get(9)["image_key"] == keys_before[9]
+    # appending the same items again adds nothing
+    assert build_collection(src_all, out, opts, log=lambda s: None, append=True).n_new == 0
+
+
+def test_add_embedding_without_reingesting(tmp_path: Path, small_source: Path) -> None:
+    from imagemesh.build import add_embedding
+
+    out = tmp_path / "c"
+    build_collection(small_source, out, BuildOptions(embeddings=["raw"], backend="annoy", progress=False), log=lambda s: None)
+    before = imagemesh.open(out)
+    entry = add_embedding(out, "imagenet", BuildOptions(progress=False), log=lambda s: None)
+    c = imagemesh.open(out)
+    assert set(c.embeddings) == {"raw", "imagenet"} and entry["index"]["backend"] == "annoy"
+    np.testing.assert_array_equal(np.asarray(c.vectors("raw")), np.asarray(before.vectors("raw")))
+    assert len(c.get(0)["predictions"]["imagenet"]) == 5
+    assert c.neighbors(4, embedding="imagenet", k=3)[0].id == 4
+    # same vectors as a build that had imagenet from the start (both embed the canonical images)
+    ref = tmp_path / "ref"
+    build_collection(small_source, ref, BuildOptions(embeddings=["imagenet"], backend="exact", progress=False), log=lambda s: None)
+    np.testing.assert_allclose(np.abs(np.asarray(c.vectors("imagenet"))), np.abs(np.asarray(imagemesh.open(ref).vectors("imagenet"))), atol=2e-3)
+
+
+def test_query_embedder_maps_a_collection_image_onto_itself(real_collection: Collection) -> None:
+    from imagemesh.build import decode_jpeg
+
+    img = decode_jpeg(real_collection.image(42))
+    for emb in real_collection.embeddings:
+        q = real_collection.query_embedder(emb)([img])
+        # the query goes through the canonical JPEG once more (generation loss), hence not bit-equal
+        v = np.asarray(real_collection.vectors(emb))[42]
+        assert np.linalg.norm(q[0] - v) <= 0.05 * np.linalg.norm(v)
+        _, ids, _ = real_collection.search_vectors(q, emb, k=1)
+        assert ids[0, 0] == 42
+
+
+def test_map_2d_is_stored_per_embedding(real_collection: Collection) -> None:
+    for emb in real_collection.embeddings:
+        m = real_collection.map_2d(emb)
+        assert m is not None
+        xy, method = m
+        assert xy.shape == (len(real_collection), 2) and method == "tsne"
+        assert xy.min() >= 0 and xy.max() <= 1

@@ -1,17 +1,29 @@
 """Ingest orchestration: source items -> images -> embeddings -> PCA -> indices -> collection.
 
-The build is **resumable** and **atomic**:
+Layout written here (see README "Collection format")::
 
-1. Items are sorted by key and cut into fixed chunks. Each chunk's results (decoded
-   image sizes, thumbnails, raw embedding vectors, predictions, failures) are saved to
-   ``<out>/.work/<fingerprint>/chunk-NNNNN.npz`` by write-aside-and-rename. A rerun with
-   the same inputs and settings skips finished chunks, so a killed build resumes.
-2. Row ids are assigned after all chunks exist, in key order over the images that
-   decoded, so they depend only on the input (never on timing or threads).
-3. Everything of the new version is written into ``builds/<id>.partial/``, renamed to
-   ``builds/<id>/``, and only then ``manifest.json`` is atomically replaced. A reader of
-   the previous version keeps its files (the previous build folder is kept; older ones
-   are removed).
+    DIR/manifest.json          the switch point, replaced atomically
+    DIR/lance/                 LanceDB tables ``images`` (metadata) and ``media`` (thumbnail and
+                               canonical image JPEGs); every build commits a new table version
+    DIR/builds/<id>/           vectors/, pca/, index/, map/ of that build (immutable)
+
+The build is **resumable**, **atomic** and **incremental**:
+
+1. Items are sorted by key and cut into fixed chunks. Each chunk's results (canonical
+   image and thumbnail JPEGs, raw embedding vectors, predictions, failures) are saved to
+   ``DIR/.work/<fingerprint>/chunk-NNNNN.npz`` by write-aside-and-rename; a rerun with the
+   same inputs and settings skips finished chunks, so a killed build resumes.
+2. Every embedding is computed from the *canonical image*: the decoded figure at a longest
+   side of at most 512 px, JPEG-encoded once and decoded again. The same bytes are stored in
+   the ``media`` table, so an embedding added later (:func:`add_embedding`) sees exactly the
+   pixels the build saw.
+3. Row ids are assigned after all chunks exist, in key order over the images that decoded,
+   so they depend only on the input (never on timing or threads). ``append=True`` keeps
+   every existing row id and appends new keys after them (PCA is reused, indices rebuilt).
+4. New table versions are committed to LanceDB, vectors and indices go into a fresh
+   ``builds/<id>.partial/`` folder, renamed to ``builds/<id>/``, and only then is
+   ``manifest.json`` atomically replaced. Readers of the previous version keep reading the
+   old table version and the previous build folder (kept; older ones are removed).
 """
 
 from __future__ import annotations
@@ -27,23 +39,25 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import lancedb
 import numpy as np
 import pyarrow as pa
+from PIL import Image
 from tqdm import tqdm
 
 from .arxiv import MetadataRecord, Taxonomy, read_snapshot
-from .embedding import Embedding
+from .embedding import Embedding, EmbeddingConfig
 from .images import ImageLimits, ImageLoadError, load_image, make_thumbnail
-from .manifest import Manifest, atomic_write_bytes, sha256_file
-from .pca import fit_pca
+from .manifest import Manifest, ManifestError, atomic_write_bytes, sha256_file
+from .pca import PcaReducer, fit_pca
+from .projection import project_2d
 from .registry import Registries, default_registries
-from .schema import IMAGES_ARROW_SCHEMA
-from .sources import SourceItem, load_source
+from .schema import IMAGES_ARROW_SCHEMA, MEDIA_ARROW_SCHEMA
+from .sources import SourceItem, SourceProblem, load_source
 
-__all__ = ["BuildOptions", "BuildReport", "build_collection", "DEFAULT_INDEX_PARAMS"]
+__all__ = ["BuildOptions", "BuildReport", "build_collection", "add_embedding", "DEFAULT_INDEX_PARAMS", "CANONICAL_MAX_SIDE"]
 
 #: Default build parameters per backend (a user passes their own with ``--index-params``).
 DEFAULT_INDEX_PARAMS: dict[str, dict[str, Any]] = {
@@ -51,6 +65,10 @@ DEFAULT_INDEX_PARAMS: dict[str, dict[str, Any]] = {
     "annoy": {"n_trees": 50},
     "faiss": {"recipe": "HNSW32", "ef_search": 64},
 }
+#: Longest side (px) of the canonical image every embedding sees and the explorer shows.
+CANONICAL_MAX_SIDE = 512
+CANONICAL_QUALITY = 90
+_INDEX_EXT = {"annoy": "ann", "faiss": "faiss", "exact": "npy"}
 
 
 @dataclass
@@ -58,7 +76,8 @@ class BuildOptions:
     """Settings of a build.
 
     Attributes:
-        embeddings: embedding names (``None`` = every registered embedding).
+        embeddings: embedding names (``None`` = every registered embedding; with
+            ``append`` the collection's own embeddings).
         backend: index backend name (``exact``, ``annoy``, ``faiss``).
         index_params: backend build parameters (default :data:`DEFAULT_INDEX_PARAMS`).
         pca_dim: output dimension of the PCA per embedding (capped by the data).
@@ -67,6 +86,7 @@ class BuildOptions:
         limits: image decoding limits.
         progress: show progress bars.
         threads: ONNX Runtime intra-op threads (0 = its default).
+        map_2d: compute a 2-D map of each embedding for the explorer's map view.
     """
 
     embeddings: list[str] | None = None
@@ -78,6 +98,7 @@ class BuildOptions:
     limits: ImageLimits = field(default_factory=ImageLimits)
     progress: bool = True
     threads: int = 0
+    map_2d: bool = True
 
 
 @dataclass
@@ -88,6 +109,7 @@ class BuildReport:
     build_id: str
     n_items: int
     n_images: int
+    n_new: int
     failures: list[dict[str, str]]
     source_problems: list[dict[str, str]]
     metadata_problems: list[str]
@@ -104,7 +126,7 @@ class BuildReport:
     def summary(self) -> str:
         lines = [
             f"collection: {self.out} (build {self.build_id})",
-            f"images: {self.n_images} indexed of {self.n_items} found; {len(self.failures)} skipped; "
+            f"images: {self.n_images} indexed ({self.n_new} new) of {self.n_items} found; {len(self.failures)} skipped; "
             f"{len(self.source_problems)} source rows skipped; {self.chunks_reused} chunk(s) resumed",
             f"metadata records joined: {self.n_with_metadata_record}",
         ]
@@ -119,51 +141,55 @@ class BuildReport:
         return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------- chunk stage
+# ---------------------------------------------------------------------- helpers
 
 
-def _fingerprint(items: list[SourceItem], embeddings: list[Embedding], options: BuildOptions) -> str:
+def canonical_image(img: Image.Image) -> tuple[bytes, Image.Image]:
+    """The canonical form of a decoded figure: JPEG bytes (longest side <= 512 px) and the
+    RGB image decoded back from those bytes (what every embedding sees)."""
+    data = make_thumbnail(img, max_side=CANONICAL_MAX_SIDE, quality=CANONICAL_QUALITY)
+    return data, decode_jpeg(data)
+
+
+def decode_jpeg(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        return im.convert("RGB")
+
+
+def _make_embedding(factory: Callable[..., Embedding], threads: int) -> Embedding:
+    """Instantiate a registered embedding, passing ``threads`` if its factory takes it."""
+    try:
+        takes_threads = "threads" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        takes_threads = False
+    return factory(threads=threads) if takes_threads else factory()
+
+
+def _fingerprint(items: Sequence[SourceItem], embeddings: Sequence[Embedding], options: BuildOptions) -> str:
     h = hashlib.sha256()
     for it in items:
         st = it.path.stat()
         h.update(f"{it.key}\0{it.path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     h.update(json.dumps([e.config().to_dict() for e in embeddings], sort_keys=True).encode())
-    h.update(json.dumps([options.chunk_size, options.limits.__dict__], sort_keys=True, default=str).encode())
+    h.update(json.dumps([options.chunk_size, options.limits.__dict__, CANONICAL_MAX_SIDE, CANONICAL_QUALITY], sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
 
 
-def _process_chunk(items: list[SourceItem], embeddings: list[Embedding], limits: ImageLimits) -> dict[str, np.ndarray]:
-    """Decode, thumbnail and embed one chunk. Failures are recorded, never raised."""
-    images = []
-    ok = np.zeros(len(items), dtype=bool)
-    errors = [""] * len(items)
-    shas = [""] * len(items)
-    sizes = np.zeros((len(items), 2), dtype=np.int32)
-    thumbs: list[bytes] = []
-    for i, it in enumerate(items):
-        try:
-            shas[i] = sha256_file(it.path)
-            img = load_image(it.path, limits)
-            thumb = make_thumbnail(img)
-        except ImageLoadError as e:
-            errors[i] = e.reason
-            continue
-        except Exception as e:  # a decoder bug must not end the build; report it
-            errors[i] = f"{type(e).__name__}: {e}"
-            continue
-        images.append(img)
-        ok[i] = True
-        sizes[i] = img.size
-        thumbs.append(thumb)
-    out: dict[str, np.ndarray] = {
-        "keys": np.array([it.key for it in items], dtype=str),
-        "ok": ok,
-        "errors": np.array(errors, dtype=str),
-        "sha256": np.array(shas, dtype=str),
-        "sizes": sizes,
-        "thumb_offsets": np.cumsum([0] + [len(t) for t in thumbs]).astype(np.int64),
-        "thumb_bytes": np.frombuffer(b"".join(thumbs), dtype=np.uint8),
+def _pack(blobs: Sequence[bytes], prefix: str) -> dict[str, np.ndarray]:
+    return {
+        f"{prefix}_offsets": np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64),
+        f"{prefix}_bytes": np.frombuffer(b"".join(blobs), dtype=np.uint8),
     }
+
+
+def _unpack(z: Any, prefix: str, j: int) -> bytes:
+    offs = z[f"{prefix}_offsets"]
+    return z[f"{prefix}_bytes"][offs[j] : offs[j + 1]].tobytes()
+
+
+def _embed_all(embeddings: Sequence[Embedding], images: list[Image.Image]) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
     for emb in embeddings:
         if images:
             vecs, preds = emb.embed_batch_with_predictions(images)
@@ -175,6 +201,46 @@ def _process_chunk(items: list[SourceItem], embeddings: list[Embedding], limits:
         out[f"vec__{emb.name}"] = vecs
         pj = [json.dumps([p.to_dict() for p in pp]) for pp in preds] if preds else [""] * len(images)
         out[f"pred__{emb.name}"] = np.array(pj, dtype=str)
+    return out
+
+
+def _process_chunk(items: Sequence[SourceItem], embeddings: Sequence[Embedding], limits: ImageLimits) -> dict[str, np.ndarray]:
+    """Decode, make canonical image + thumbnail, and embed one chunk. Image failures are
+    recorded, never raised."""
+    images: list[Image.Image] = []
+    ok = np.zeros(len(items), dtype=bool)
+    errors = [""] * len(items)
+    shas = [""] * len(items)
+    sizes = np.zeros((len(items), 2), dtype=np.int32)
+    thumbs: list[bytes] = []
+    canon: list[bytes] = []
+    for i, it in enumerate(items):
+        try:
+            shas[i] = sha256_file(it.path)
+            img = load_image(it.path, limits)
+            c_bytes, c_img = canonical_image(img)
+            thumb = make_thumbnail(c_img)
+        except ImageLoadError as e:
+            errors[i] = e.reason
+            continue
+        except Exception as e:  # a decoder bug must not end the build; report it
+            errors[i] = f"{type(e).__name__}: {e}"
+            continue
+        images.append(c_img)
+        ok[i] = True
+        sizes[i] = img.size
+        thumbs.append(thumb)
+        canon.append(c_bytes)
+    out: dict[str, np.ndarray] = {
+        "keys": np.array([it.key for it in items], dtype=str),
+        "ok": ok,
+        "errors": np.array(errors, dtype=str),
+        "sha256": np.array(shas, dtype=str),
+        "sizes": sizes,
+        **_pack(thumbs, "thumb"),
+        **_pack(canon, "image"),
+    }
+    out.update(_embed_all(embeddings, images))
     return out
 
 
@@ -192,9 +258,6 @@ def _load_chunk(path: Path) -> dict[str, np.ndarray] | None:
         return None  # a damaged chunk is recomputed
 
 
-# ---------------------------------------------------------------------- assembly
-
-
 def _merge_metadata(item: SourceItem, rec: MetadataRecord | None) -> dict[str, Any]:
     md = dict(item.metadata)
     if rec is not None:
@@ -208,44 +271,158 @@ def _merge_metadata(item: SourceItem, rec: MetadataRecord | None) -> dict[str, A
     return md
 
 
-def _iter_chunk_vectors(chunk_paths: list[Path], name: str) -> Iterator[np.ndarray]:
-    for p in chunk_paths:
-        with np.load(p, allow_pickle=False) as z:
-            yield z[f"vec__{name}"]
+def _new_build_dir(out: Path) -> tuple[str, Path]:
+    build_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    builds = out / "builds"
+    builds.mkdir(exist_ok=True)
+    partial = builds / f"{build_id}.partial"
+    partial.mkdir()
+    for sub in ("vectors", "pca", "index", "map"):
+        (partial / sub).mkdir()
+    return build_id, partial
 
 
-def _make_embedding(factory: Callable[..., Embedding], threads: int) -> Embedding:
-    """Instantiate a registered embedding, passing ``threads`` if its factory takes it."""
+def _finish(out: Path, partial: Path, manifest: Manifest) -> None:
+    """Rename the build folder into place, switch the manifest atomically, prune old builds."""
+    final = partial.with_name(partial.name.removesuffix(".partial"))
+    os.replace(partial, final)
+    previous = None
     try:
-        takes_threads = "threads" in inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        takes_threads = False
-    return factory(threads=threads) if takes_threads else factory()
+        previous = Manifest.read(out).data_dir
+    except ManifestError:
+        pass
+    manifest.write(out)  # the atomic switch
+    keep = {final.name} | ({Path(previous).name} if previous else set())
+    for old in (out / "builds").iterdir():
+        if old.name not in keep:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_table(db: Any, name: str, data: pa.Table, base_version: int | None, fresh: bool) -> int:
+    """Commit ``data`` as a new version of table ``name``; returns the version.
+
+    ``fresh``: replace the table's content (``mode="overwrite"`` keeps old versions readable).
+    Otherwise ``data`` is appended to ``base_version`` (a failed earlier attempt that committed
+    rows after ``base_version`` is rolled back first with ``restore``)."""
+    if fresh or name not in db.table_names():
+        tbl = db.create_table(name, data=data, mode="overwrite") if name in db.table_names() else db.create_table(name, data=data)
+        return int(tbl.version)
+    tbl = db.open_table(name)
+    if base_version is not None and tbl.version != base_version:
+        tbl.checkout(base_version)
+        tbl.restore()
+    if data.num_rows:
+        tbl.add(data)
+    return int(tbl.version)
+
+
+def _reduce_and_index(
+    name: str,
+    cfg: EmbeddingConfig,
+    raw_batches: Callable[[], Iterable[np.ndarray]],
+    n_new: int,
+    partial: Path,
+    options: BuildOptions,
+    backend_cls: Any,
+    index_params: dict[str, Any],
+    log: Callable[[str], None],
+    old_vectors: np.ndarray | None = None,
+    reducer: PcaReducer | None = None,
+) -> dict[str, Any]:
+    """PCA (fit unless given), reduced vectors (old ones first), index and 2-D map for one
+    embedding; returns its manifest entry."""
+    n_old = 0 if old_vectors is None else int(old_vectors.shape[0])
+    n = n_old + n_new
+    if reducer is None:
+        log(f"[{name}] PCA {cfg.dim}-d -> {options.pca_dim}-d over {n_new} images")
+        reducer = fit_pca(raw_batches(), n_new, cfg.dim, options.pca_dim)
+    d = reducer.n_components
+    pca_file = partial / "pca" / f"{name}.npz"
+    reducer.save(pca_file)
+    vec_file = partial / "vectors" / f"{name}.npy"
+    mm = np.lib.format.open_memmap(vec_file, mode="w+", dtype=np.float32, shape=(n, d))
+    if old_vectors is not None and n_old:
+        mm[:n_old] = old_vectors
+    pos = n_old
+    for raw in raw_batches():
+        red = reducer.transform(raw)
+        if cfg.metric == "cosine":
+            red = red / np.maximum(np.linalg.norm(red, axis=1, keepdims=True), 1e-12)
+        mm[pos : pos + len(red)] = red
+        pos += len(red)
+    if pos != n:
+        raise RuntimeError(f"[{name}] wrote {pos} vectors, expected {n}")
+    mm.flush()
+    del mm
+    vectors = np.load(vec_file, mmap_mode="r")
+    log(f"[{name}] building {options.backend} index {index_params} over {n} vectors")
+    index = backend_cls(d, **index_params)
+    step = 65_536
+    for s in range(0, n, step):
+        index.add(np.arange(s, min(n, s + step), dtype=np.int64), np.asarray(vectors[s : s + step]))
+    index.build()
+    ext = _INDEX_EXT.get(options.backend, "idx")
+    idx_file = partial / "index" / f"{name}.{ext}"
+    index.save(idx_file)
+    del index
+    entry: dict[str, Any] = {
+        "config": cfg.to_dict(),
+        "dim": d,
+        "pca": {**reducer.describe(), "fitted_on": n_new if n_old == 0 else None, "file": f"pca/{name}.npz", "sha256": sha256_file(pca_file)},
+        "vectors": {"file": f"vectors/{name}.npy", "shape": [n, d], "bytes": vec_file.stat().st_size, "sha256": sha256_file(vec_file)},
+        "index": {
+            "backend": options.backend,
+            "params": {**index_params, "ntotal": n},
+            "file": f"index/{name}.{ext}",
+            "bytes": idx_file.stat().st_size,
+            "sha256": sha256_file(idx_file),
+        },
+    }
+    if options.map_2d:
+        xy, method = project_2d(np.asarray(vectors))
+        map_file = partial / "map" / f"{name}.npy"
+        with open(map_file, "wb") as f:
+            np.save(f, xy)
+        entry["map"] = {"file": f"map/{name}.npy", "method": method, "bytes": map_file.stat().st_size, "sha256": sha256_file(map_file)}
+    return entry
+
+
+# ---------------------------------------------------------------------- build
 
 
 def build_collection(
-    source: Path,
+    source: Path | None,
     out: Path,
     options: BuildOptions | None = None,
     registries: Registries | None = None,
     log: Callable[[str], None] = print,
+    *,
+    items: Sequence[SourceItem] | None = None,
+    problems: Sequence[SourceProblem] = (),
+    append: bool = False,
 ) -> BuildReport:
-    """Build (or rebuild) the collection at ``out`` from ``source``.
+    """Build, rebuild or extend the collection at ``out``.
 
     Args:
-        source: a figures CSV or a folder with ``figures.csv`` + ``images/``.
-        out: the collection folder (created if missing; an existing collection is
-            replaced atomically when the build succeeds).
+        source: a figures CSV or a folder with ``figures.csv`` + ``images/`` (ignored when
+            ``items`` is given).
+        out: the collection folder (created if missing). An existing collection is
+            replaced (or, with ``append``, extended) atomically when the build succeeds.
         options: :class:`BuildOptions`.
         registries: embedding/backend registries (default: built-ins + plugins).
         log: where progress messages go.
+        items: the images to ingest, instead of reading ``source`` (e.g. from the arXiv
+            source ingest); ``problems`` are carried into the report.
+        append: keep the existing collection's rows (and row ids, PCA, embeddings) and add
+            the items whose keys are new. Without an existing collection this is a fresh
+            build.
 
     Returns:
         A :class:`BuildReport` (also written to ``<out>/build-report.json``).
 
     Raises:
-        ValueError: an unknown source format, no image could be decoded, fewer than two
-            images, or invalid backend parameters.
+        ValueError: an unknown source format, fewer than two decodable images, invalid
+            backend parameters, or (``append``) an embedding whose model changed.
         RegistryError: an unknown embedding or backend name.
     """
     t0 = time.perf_counter()
@@ -254,16 +431,46 @@ def build_collection(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
-    items, problems = load_source(Path(source))
-    if not items:
+    if items is None:
+        if source is None:
+            raise ValueError("give a source path or items")
+        items, problems = load_source(Path(source))
+    all_items = sorted(items, key=lambda it: it.key)
+    if len({it.key for it in all_items}) != len(all_items):
+        raise ValueError("image keys must be unique")
+
+    existing = None
+    if append:
+        from .collection import CollectionError, open_collection
+
+        try:
+            existing = open_collection(out, registries=regs)
+        except ManifestError as e:
+            if (out / "manifest.json").exists() and isinstance(e, CollectionError):
+                raise
+            existing = None
+    if existing is not None:
+        names = existing.embeddings
+        backend = existing.manifest.embeddings[names[0]]["index"]["backend"]
+        options = BuildOptions(**{**options.__dict__, "backend": backend})
+        old_keys = set(existing.image_keys())
+        todo = [it for it in all_items if it.key not in old_keys]
+    else:
+        names = options.embeddings or regs.embeddings.names()
+        todo = all_items
+    if not todo and existing is None:
         raise ValueError(f"{source}: no images found")
-    names = options.embeddings or regs.embeddings.names()
-    embeddings: list[Embedding] = []
-    for name in names:
-        factory = regs.embeddings.get(name)
-        embeddings.append(_make_embedding(factory, options.threads))
+
+    embeddings = [_make_embedding(regs.embeddings.get(name), options.threads) for name in names]
+    if existing is not None:
+        for emb in embeddings:
+            stored = existing.manifest.embeddings[emb.name]["config"]
+            if emb.config().to_dict() != stored:
+                raise ValueError(f"embedding {emb.name!r} differs from the one that built this collection; rebuild without append")
     backend_cls = regs.backends.get(options.backend)
     index_params = dict(DEFAULT_INDEX_PARAMS.get(options.backend, {}))
+    if existing is not None:
+        index_params = {k: v for k, v in existing.manifest.embeddings[names[0]]["index"]["params"].items() if k not in ("ntotal", "file_bytes")}
     index_params.update(options.index_params or {})
 
     taxonomy = Taxonomy.load()
@@ -275,13 +482,13 @@ def build_collection(
         md_problems.extend(f"{Path(mf).name}: {p}" for p in probs)
 
     # -- stage 1: chunks (resumable)
-    fp = _fingerprint(items, embeddings, options)
+    fp = _fingerprint(todo, embeddings, options)
     work = out / ".work" / fp
     work.mkdir(parents=True, exist_ok=True)
-    chunks = [items[i : i + options.chunk_size] for i in range(0, len(items), options.chunk_size)]
+    chunks = [todo[i : i + options.chunk_size] for i in range(0, len(todo), options.chunk_size)]
     chunk_paths = [work / f"chunk-{n:05d}.npz" for n in range(len(chunks))]
     reused = 0
-    bar = tqdm(total=len(items), unit="img", desc="embedding", disable=not options.progress)
+    bar = tqdm(total=len(todo), unit="img", desc="images", disable=not options.progress)
     for chunk, path in zip(chunks, chunk_paths):
         data = _load_chunk(path) if path.exists() else None
         if data is not None and list(data["keys"]) == [it.key for it in chunk]:
@@ -291,135 +498,96 @@ def build_collection(
         bar.update(len(chunk))
     bar.close()
 
-    # -- stage 2: rows, metadata and thumbnails
+    # -- stage 2: rows, metadata and media
+    n_old = len(existing) if existing is not None else 0
     rows: list[dict[str, Any]] = []
-    thumb_ids: list[int] = []
-    thumb_blobs: list[bytes] = []
+    media: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []
-    by_key = {it.key: it for it in items}
+    by_key = {it.key: it for it in todo}
     n_joined = 0
     for path in chunk_paths:
         with np.load(path, allow_pickle=False) as z:
             keys, ok, errors, shas, sizes = z["keys"], z["ok"], z["errors"], z["sha256"], z["sizes"]
-            offs, blob = z["thumb_offsets"], z["thumb_bytes"]
             preds = {e.name: z[f"pred__{e.name}"] for e in embeddings}
-        j = 0
-        for i, key in enumerate(keys.tolist()):
-            item = by_key[key]
-            if not ok[i]:
-                failures.append({"key": key, "path": str(item.path), "reason": str(errors[i])})
-                continue
-            rec = records.get(str(item.metadata.get("arxiv_id")))
-            n_joined += rec is not None
-            md = _merge_metadata(item, rec)
-            row_id = len(rows)
-            pred_obj = {name: json.loads(p[j]) for name, p in preds.items() if p[j]}
-            md.update(
-                row_id=row_id,
-                image_key=key,
-                width=int(sizes[i][0]),
-                height=int(sizes[i][1]),
-                content_sha256=str(shas[i]),
-                predictions=json.dumps(pred_obj) if pred_obj else None,
-            )
-            rows.append(md)
-            thumb_ids.append(row_id)
-            thumb_blobs.append(blob[offs[j] : offs[j + 1]].tobytes())
-            j += 1
-    n = len(rows)
+            j = 0
+            for i, key in enumerate(keys.tolist()):
+                item = by_key[key]
+                if not ok[i]:
+                    failures.append({"key": key, "path": str(item.path), "reason": str(errors[i])})
+                    continue
+                rec = records.get(str(item.metadata.get("arxiv_id")))
+                n_joined += rec is not None
+                md = _merge_metadata(item, rec)
+                row_id = n_old + len(rows)
+                pred_obj = {name: json.loads(p[j]) for name, p in preds.items() if p[j]}
+                md.update(
+                    row_id=row_id,
+                    image_key=key,
+                    width=int(sizes[i][0]),
+                    height=int(sizes[i][1]),
+                    content_sha256=str(shas[i]),
+                    predictions=json.dumps(pred_obj) if pred_obj else None,
+                )
+                rows.append(md)
+                media.append({"row_id": row_id, "thumb": _unpack(z, "thumb", j), "image": _unpack(z, "image", j)})
+                j += 1
+    n = n_old + len(rows)
     if n < 2:
         raise ValueError(f"only {n} image(s) could be decoded; a collection needs at least 2 (failures: {failures[:3]})")
 
-    build_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
-    builds = out / "builds"
-    builds.mkdir(exist_ok=True)
-    partial = builds / f"{build_id}.partial"
-    final = builds / build_id
-    partial.mkdir()
-    for sub in ("vectors", "pca", "index"):
-        (partial / sub).mkdir()
-
-    table = pa.Table.from_pylist([{f.name: r.get(f.name) for f in IMAGES_ARROW_SCHEMA} for r in rows], schema=IMAGES_ARROW_SCHEMA)
-    db = lancedb.connect(str(partial / "lance"))
-    tbl = db.create_table("images", data=table)
-    thumbs_tbl = db.create_table(
-        "thumbs", data=pa.table({"row_id": pa.array(thumb_ids, pa.int64()), "jpeg": pa.array(thumb_blobs, pa.binary())})
+    build_id, partial = _new_build_dir(out)
+    db = lancedb.connect(str(out / "lance"))
+    base = existing.manifest.table if existing is not None else {}
+    images_version = _write_table(
+        db, "images", pa.Table.from_pylist([{f.name: r.get(f.name) for f in IMAGES_ARROW_SCHEMA} for r in rows], schema=IMAGES_ARROW_SCHEMA),
+        base.get("version"), fresh=existing is None,
     )
+    media_version = _write_table(db, "media", pa.Table.from_pylist(media, schema=MEDIA_ARROW_SCHEMA), base.get("media_version"), fresh=existing is None)
+    del media
 
-    # -- stage 3: PCA, reduced vectors, index per embedding
+    # -- stage 3: PCA, reduced vectors, index, map per embedding
     emb_entries: dict[str, dict[str, Any]] = {}
-    ok_paths = chunk_paths
+
     for emb in embeddings:
-        cfg = emb.config()
-        log(f"[{emb.name}] PCA {cfg.dim}-d -> {options.pca_dim}-d over {n} images")
-        reducer = fit_pca(_iter_chunk_vectors(ok_paths, emb.name), n, cfg.dim, options.pca_dim)
-        d = reducer.n_components
-        pca_file = partial / "pca" / f"{emb.name}.npz"
-        reducer.save(pca_file)
-        vec_file = partial / "vectors" / f"{emb.name}.npy"
-        mm = np.lib.format.open_memmap(vec_file, mode="w+", dtype=np.float32, shape=(n, d))
-        pos = 0
-        for raw in _iter_chunk_vectors(ok_paths, emb.name):
-            red = reducer.transform(raw)
-            if cfg.metric == "cosine":
-                norms = np.linalg.norm(red, axis=1, keepdims=True)
-                red = red / np.maximum(norms, 1e-12)
-            mm[pos : pos + len(red)] = red
-            pos += len(red)
-        mm.flush()
-        del mm
-        vectors = np.load(vec_file, mmap_mode="r")
-        log(f"[{emb.name}] building {options.backend} index {index_params}")
-        index = backend_cls(d, **index_params)
-        step = 65_536
-        for s in range(0, n, step):
-            index.add(np.arange(s, min(n, s + step), dtype=np.int64), np.asarray(vectors[s : s + step]))
-        index.build()
-        ext = {"annoy": "ann", "faiss": "faiss", "exact": "npy"}.get(options.backend, "idx")
-        idx_file = partial / "index" / f"{emb.name}.{ext}"
-        index.save(idx_file)
-        del index
-        emb_entries[emb.name] = {
-            "config": cfg.to_dict(),
-            "dim": d,
-            "pca": {**reducer.describe(), "file": f"pca/{emb.name}.npz", "sha256": sha256_file(pca_file)},
-            "vectors": {"file": f"vectors/{emb.name}.npy", "shape": [n, d], "bytes": vec_file.stat().st_size, "sha256": sha256_file(vec_file)},
-            "index": {
-                "backend": options.backend,
-                "params": {**index_params, "ntotal": n},
-                "file": f"index/{emb.name}.{ext}",
-                "bytes": idx_file.stat().st_size,
-                "sha256": sha256_file(idx_file),
-            },
-        }
+
+        def raw_batches(name: str = emb.name) -> Iterator[np.ndarray]:
+            for p in chunk_paths:
+                with np.load(p, allow_pickle=False) as z:
+                    yield z[f"vec__{name}"]
+
+        old_vectors = reducer = None
+        if existing is not None:
+            old_vectors = existing.vectors(emb.name)
+            entry = existing.manifest.embeddings[emb.name]
+            reducer = PcaReducer.load(existing.data_dir / entry["pca"]["file"])
+        entry = _reduce_and_index(emb.name, emb.config(), raw_batches, len(rows), partial, options, backend_cls, index_params, log, old_vectors, reducer)
+        if existing is not None:
+            entry["pca"]["fitted_on"] = existing.manifest.embeddings[emb.name]["pca"].get("fitted_on")
+        emb_entries[emb.name] = entry
 
     manifest = Manifest(
         build_id=build_id,
         data_dir=f"builds/{build_id}",
         n_images=n,
-        table={"dir": "lance", "name": "images", "version": tbl.version, "thumbs": "thumbs", "thumbs_version": thumbs_tbl.version},
+        table={"dir": "lance", "name": "images", "version": images_version, "media": "media", "media_version": media_version},
         embeddings=emb_entries,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        source={"path": str(Path(source).resolve()), "n_items": len(items), "metadata_files": [str(p) for p in options.metadata_files]},
+        source={
+            "path": str(Path(source).resolve()) if source is not None else None,
+            "n_items": len(all_items),
+            "metadata_files": [str(p) for p in options.metadata_files],
+            "appended": existing is not None,
+        },
     )
-    os.replace(partial, final)
-    previous = None
-    try:
-        previous = Manifest.read(out).data_dir
-    except ValueError:
-        pass
-    manifest.write(out)  # the atomic switch
-    keep = {final.name} | ({Path(previous).name} if previous else set())
-    for old in builds.iterdir():
-        if old.name not in keep:
-            shutil.rmtree(old, ignore_errors=True)
+    _finish(out, partial, manifest)
     shutil.rmtree(out / ".work", ignore_errors=True)
 
     report = BuildReport(
         out=out,
         build_id=build_id,
-        n_items=len(items),
+        n_items=len(all_items),
         n_images=n,
+        n_new=len(rows),
         failures=failures,
         source_problems=[p.to_dict() for p in problems],
         metadata_problems=md_problems,
@@ -434,3 +602,116 @@ def build_collection(
     atomic_write_bytes(out / "build-report.json", json.dumps(report.to_dict(), indent=2).encode())
     return report
 
+
+def add_embedding(
+    out: Path,
+    name: str,
+    options: BuildOptions | None = None,
+    registries: Registries | None = None,
+    log: Callable[[str], None] = print,
+    embedding: Embedding | None = None,
+) -> dict[str, Any]:
+    """Add (or recompute) embedding ``name`` of an existing collection without re-ingesting.
+
+    The images are the canonical JPEGs stored in the ``media`` table, read in row order in
+    chunks (bounded memory); PCA, vectors, index and map are computed for this embedding;
+    the other embeddings' files are hard-linked (or copied) into the new build folder, and
+    the manifest is switched atomically.
+
+    Args:
+        out: the collection folder.
+        name: registry name of the embedding (ignored if ``embedding`` is given).
+        embedding: an already constructed embedding (e.g. an imported ONNX model).
+
+    Returns:
+        The new manifest entry of the embedding.
+
+    Raises:
+        CollectionError: ``out`` is not a valid collection. RegistryError: unknown name.
+    """
+    from .collection import open_collection
+
+    options = options or BuildOptions()
+    regs = registries or default_registries()
+    out = Path(out)
+    c = open_collection(out, registries=regs)
+    emb = embedding or _make_embedding(regs.embeddings.get(name), options.threads)
+    backend = c.manifest.embeddings[c.embeddings[0]]["index"]["backend"]
+    options = BuildOptions(**{**options.__dict__, "backend": backend})
+    backend_cls = regs.backends.get(backend)
+    index_params = {k: v for k, v in c.manifest.embeddings[c.embeddings[0]]["index"]["params"].items() if k not in ("ntotal", "file_bytes")}
+    index_params.update(options.index_params or {})
+
+    n = len(c)
+    work = out / ".work" / f"embed-{emb.name}-{hashlib.sha256(json.dumps(emb.config().to_dict(), sort_keys=True).encode()).hexdigest()[:12]}-{c.manifest.build_id}"
+    work.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=n, unit="img", desc=f"embedding {emb.name}", disable=not options.progress)
+    chunk_paths = []
+    predictions: list[str] = []
+    for s in range(0, n, options.chunk_size):
+        rows = list(range(s, min(n, s + options.chunk_size)))
+        path = work / f"chunk-{s // options.chunk_size:05d}.npz"
+        data = _load_chunk(path) if path.exists() else None
+        if data is None or len(data[f"vec__{emb.name}"]) != len(rows):
+            images = [decode_jpeg(b) for b in c.images(rows)]
+            data = _embed_all([emb], images)
+            _save_npz_atomic(path, data)
+        predictions.extend(data[f"pred__{emb.name}"].tolist())
+        chunk_paths.append(path)
+        bar.update(len(rows))
+    bar.close()
+
+    def raw_batches() -> Iterator[np.ndarray]:
+        for p in chunk_paths:
+            with np.load(p, allow_pickle=False) as z:
+                yield z[f"vec__{emb.name}"]
+
+    build_id, partial = _new_build_dir(out)
+    for other, entry in c.manifest.embeddings.items():
+        if other == emb.name:
+            continue
+        for key in ("pca", "vectors", "index", "map"):
+            if key in entry:
+                src = c.data_dir / entry[key]["file"]
+                dst = partial / entry[key]["file"]
+                try:
+                    os.link(src, dst)
+                except OSError:
+                    shutil.copy2(src, dst)
+    entry = _reduce_and_index(emb.name, emb.config(), raw_batches, n, partial, options, backend_cls, index_params, log)
+
+    table = dict(c.manifest.table)
+    if any(predictions):
+        db = lancedb.connect(str(out / "lance"))
+        tbl = db.open_table("images")
+        if tbl.version != table["version"]:
+            tbl.checkout(table["version"])
+            tbl.restore()
+        cur = tbl.to_arrow().sort_by("row_id")
+        merged = []
+        for old, new in zip(cur["predictions"].to_pylist(), predictions):
+            d = json.loads(old) if old else {}
+            if new:
+                d[emb.name] = json.loads(new)
+            merged.append(json.dumps(d) if d else None)
+        col = cur.schema.get_field_index("predictions")
+        cur = cur.set_column(col, "predictions", pa.array(merged, pa.string()))
+        # A new version in row order (overwrite keeps older versions readable), so row
+        # offsets stay equal to row ids.
+        table["version"] = int(db.create_table("images", data=cur, mode="overwrite").version)
+
+    embeddings = dict(c.manifest.embeddings)
+    embeddings[emb.name] = entry
+    manifest = Manifest(
+        build_id=build_id,
+        data_dir=f"builds/{build_id}",
+        n_images=n,
+        table=table,
+        embeddings=embeddings,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        source=c.manifest.source,
+    )
+    del c
+    _finish(out, partial, manifest)
+    shutil.rmtree(work, ignore_errors=True)
+    return entry

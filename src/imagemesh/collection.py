@@ -7,6 +7,7 @@ Open with :func:`imagemesh.open`; query with :meth:`Collection.neighbors`,
 from __future__ import annotations
 
 import json
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,12 +101,14 @@ class Collection:
         self.taxonomy = Taxonomy.load()
         self.exact_threshold = int(exact_threshold)
         self._filter_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()  # the web server queries from a thread pool
         self._filter_cache_size = int(filter_cache_size)
         self._open_table()
         self._embeddings: dict[str, _EmbeddingState] = {}
         for name, entry in self.manifest.embeddings.items():
             self._embeddings[name] = self._open_embedding(name, entry)
         self._key_to_row: dict[str, int] | None = None
+        self._embedders: dict[str, QueryEmbedder] = {}
 
     # ------------------------------------------------------------------ opening
 
@@ -120,22 +123,21 @@ class Collection:
 
     def _open_table(self) -> None:
         t = self.manifest.table
-        lance_dir = self.data_dir / t.get("dir", "lance")
+        lance_dir = self.root / t.get("dir", "lance")
         if not lance_dir.is_dir():
             raise CollectionError(f"metadata table folder {lance_dir} is missing")
         try:
             db = lancedb.connect(str(lance_dir))
             self.table = db.open_table(t.get("name", "images"))
-            if "version" in t:
-                self.table.checkout(int(t["version"]))
-            self.thumbs = db.open_table(t.get("thumbs", "thumbs"))
-            if "thumbs_version" in t:
-                self.thumbs.checkout(int(t["thumbs_version"]))
-        except (ValueError, OSError, RuntimeError) as e:
-            raise CollectionError(f"cannot open metadata table in {lance_dir}: {e}") from e
-        rows = self.table.count_rows()
-        if rows != self.manifest.n_images:
-            raise CollectionError(f"metadata table has {rows} rows, manifest says {self.manifest.n_images}")
+            self.table.checkout(int(t["version"]))
+            self.media = db.open_table(t.get("media", "media"))
+            self.media.checkout(int(t["media_version"]))
+        except (ValueError, OSError, RuntimeError, KeyError) as e:
+            raise CollectionError(f"cannot open metadata tables in {lance_dir} at the manifest's versions: {e}") from e
+        for name, tbl in (("metadata", self.table), ("media", self.media)):
+            rows = tbl.count_rows()
+            if rows != self.manifest.n_images:
+                raise CollectionError(f"{name} table has {rows} rows, manifest says {self.manifest.n_images}")
 
     def _open_embedding(self, name: str, entry: dict[str, Any]) -> _EmbeddingState:
         what = f"embedding {name!r}"
@@ -261,17 +263,78 @@ class Collection:
         names = [f.name for f in self.table.schema]
         return self._take([row], names)[0]
 
+    def _media(self, rows: Sequence[int], column: str) -> list[bytes]:
+        rows = [self.resolve(int(r)) for r in rows]
+        if not rows:
+            return []
+        t = self.media.take_offsets(sorted(set(rows))).select(["row_id", column]).to_arrow()
+        by_id = dict(zip(t["row_id"].to_pylist(), t[column].to_pylist()))
+        missing = [r for r in rows if by_id.get(r) is None]
+        if missing:
+            raise ImageNotFound(f"no {column} stored for rows {missing[:5]}")
+        return [bytes(by_id[r]) for r in rows]
+
     def thumbnail(self, row_id: int) -> bytes:
         """JPEG bytes of the thumbnail (longest side 256 px) of ``row_id``.
 
         Raises:
             ImageNotFound: no such row.
         """
-        row = self.resolve(int(row_id))
-        t = self.thumbs.take_offsets([row]).select(["row_id", "jpeg"]).to_arrow()
-        if t.num_rows != 1 or t["row_id"][0].as_py() != row:
-            raise ImageNotFound(f"no thumbnail for row {row}")
-        return bytes(t["jpeg"][0].as_py())
+        return self._media([row_id], "thumb")[0]
+
+    def image(self, row_id: int) -> bytes:
+        """JPEG bytes of the canonical image (longest side <= 512 px) of ``row_id``: the
+        pixels every embedding saw.
+
+        Raises:
+            ImageNotFound: no such row.
+        """
+        return self._media([row_id], "image")[0]
+
+    def images(self, rows: Sequence[int]) -> list[bytes]:
+        """Canonical JPEGs of several rows, in the given order."""
+        return self._media(rows, "image")
+
+    def image_keys(self) -> list[str]:
+        """Image keys in row-id order."""
+        t = self.table.search().select(["row_id", "image_key"]).limit(None).to_arrow().sort_by("row_id")
+        return t["image_key"].to_pylist()
+
+    def map_2d(self, embedding: str | None = None) -> tuple[np.ndarray, str] | None:
+        """The build-time 2-D map of an embedding: ``(float32[N, 2] in [0, 1], method)``,
+        or ``None`` if the collection has none."""
+        st = self._state(embedding)
+        entry = self.manifest.embeddings[st.name].get("map")
+        if not entry:
+            return None
+        xy = np.load(self._check_file(entry, f"map of {st.name!r}"), mmap_mode="r")
+        if xy.shape != (len(self), 2):
+            raise CollectionError(f"map of {st.name!r} has shape {xy.shape}, expected ({len(self)}, 2)")
+        return np.asarray(xy), str(entry.get("method"))
+
+    def query_embedder(self, embedding: str | None = None, registries: Registries | None = None) -> "QueryEmbedder":
+        """An object that embeds new images (e.g. an upload) into ``embedding``'s reduced
+        space, with the same network, preprocessing and PCA as the collection.
+
+        Raises:
+            CollectionError: the network available now is not the one that built the
+                collection (its config or file hash differs).
+        """
+        st = self._state(embedding)
+        key = st.name
+        if key not in self._embedders:
+            regs = registries or self.registries
+            from .build import _make_embedding
+
+            emb = _make_embedding(regs.embeddings.get(st.name), 0)
+            if emb.config().to_dict() != st.config.to_dict():
+                raise CollectionError(f"embedding {st.name!r} available here differs from the one that built the collection (model file or preprocessing changed)")
+            entry = self.manifest.embeddings[st.name]["pca"]
+            from .pca import PcaReducer
+
+            reducer = PcaReducer.load(self._check_file(entry, f"PCA of {st.name!r}"))
+            self._embedders[key] = QueryEmbedder(emb, reducer, st.config.metric)
+        return self._embedders[key]
 
     # ------------------------------------------------------------------ filters
 
@@ -297,10 +360,11 @@ class Collection:
         pred = to_lance_predicate(f, self.schema)
         if pred is None:
             return None
-        hit = self._filter_cache.get(pred)
-        if hit is not None:
-            self._filter_cache.move_to_end(pred)
-            return hit
+        with self._cache_lock:
+            hit = self._filter_cache.get(pred)
+            if hit is not None:
+                self._filter_cache.move_to_end(pred)
+                return hit
         try:
             t = self.table.search().where(pred).select(["row_id"]).limit(None).to_arrow()
         except (ValueError, RuntimeError, OSError) as e:  # LanceDB reports SQL errors as ValueError/RuntimeError
@@ -308,9 +372,10 @@ class Collection:
         mask = np.zeros(len(self), dtype=bool)
         mask[t["row_id"].to_numpy()] = True
         mask.setflags(write=False)
-        self._filter_cache[pred] = mask
-        if len(self._filter_cache) > self._filter_cache_size:
-            self._filter_cache.popitem(last=False)
+        with self._cache_lock:
+            self._filter_cache[pred] = mask
+            if len(self._filter_cache) > self._filter_cache_size:
+                self._filter_cache.popitem(last=False)
         return mask
 
     def count(self, where: MetadataFilter | dict[str, Any] | str | None = None) -> int:
@@ -458,6 +523,30 @@ class Collection:
             "embeddings": self.embedding_info(),
             "fields": self.schema.to_dict(),
         }
+
+
+class QueryEmbedder:
+    """Embeds new images into a collection's reduced space (network -> PCA -> normalise)."""
+
+    def __init__(self, embedding: Any, reducer: Any, metric: str) -> None:
+        self.embedding = embedding
+        self.reducer = reducer
+        self.metric = metric
+        self._lock = threading.Lock()
+
+    def __call__(self, images: Sequence[Any]) -> np.ndarray:
+        """``n`` RGB PIL images -> ``float32[n, d]`` in the collection's reduced space.
+
+        Images go through the same canonical form as at build time (JPEG at <= 512 px)."""
+        from .build import canonical_image
+
+        canon = [canonical_image(img)[1] for img in images]
+        with self._lock:  # ONNX Runtime sessions are thread-safe, numpy BLAS is too; keep memory bounded
+            raw = self.embedding.embed_batch(canon)
+        red = self.reducer.transform(raw)
+        if self.metric == "cosine":
+            red = red / np.maximum(np.linalg.norm(red, axis=1, keepdims=True), 1e-12)
+        return red.astype(np.float32)
 
 
 def open_collection(path: str | Path, registries: Registries | None = None, **kwargs: Any) -> Collection:

@@ -551,7 +551,7 @@ def _compile(f: MetadataFilter, schema: MetadataSchema) -> str:
             # array_to_string joins the elements; a separator no needle can span keeps elements apart.
             if "\x1f" in f.text:
                 raise FilterError(f"{field}: text contains a control character")
-            return _two_valued(f"strpos(lower(array_to_string({col}, '\x1f')), {needle}) > 0")
+            return _two_valued(f"cardinality({col}) > 0 AND strpos(lower(array_to_string({col}, '\x1f')), {needle}) > 0")
         return _two_valued(f"strpos(lower({col}), {needle}) > 0")
     raise FilterError(f"cannot compile filter node {type(f).__name__}")
 

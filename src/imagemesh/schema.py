@@ -13,7 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
-__all__ = ["FieldKind", "MetadataSchema", "IMAGES_ARROW_SCHEMA", "FILTERABLE_FIELDS"]
+__all__ = ["FieldKind", "MetadataSchema", "IMAGES_ARROW_SCHEMA", "MEDIA_ARROW_SCHEMA", "FILTERABLE_FIELDS"]
 
 
 class FieldKind(enum.Enum):
@@ -41,10 +41,25 @@ IMAGES_ARROW_SCHEMA = pa.schema(
         pa.field("categories", pa.list_(pa.string())),  # all categories, primary first
         pa.field("year", pa.int32()),
         pa.field("source_file", pa.string()),  # file name inside the source
+        # arXiv source ingest (null for other sources)
+        pa.field("subfigure", pa.int32()),  # 1-based index of the graphic inside its figure, if it has several
+        pa.field("subcaption", pa.string()),  # caption of its sub-figure (\subfigure[...], subfigure env)
+        pa.field("label", pa.string()),  # the figure's \label
+        pa.field("unreferenced", pa.int32()),  # 1 = image file that no figure references
+        pa.field("source_package", pa.string()),  # the source package's file name
         pa.field("width", pa.int32()),  # of the decoded image, px
         pa.field("height", pa.int32()),
         pa.field("content_sha256", pa.string()),  # of the source image file
         pa.field("predictions", pa.string()),  # JSON {embedding: [{"label", "p"}, ...]}
+    ]
+)
+
+#: Columns of the ``media`` LanceDB table (binary payloads kept apart from metadata scans).
+MEDIA_ARROW_SCHEMA = pa.schema(
+    [
+        pa.field("row_id", pa.int64(), nullable=False),
+        pa.field("thumb", pa.binary()),  # JPEG, longest side 256 px
+        pa.field("image", pa.binary()),  # canonical JPEG, longest side <= 512 px (what embeddings see)
     ]
 )
 
@@ -64,6 +79,11 @@ FILTERABLE_FIELDS: dict[str, FieldKind] = {
     "year": FieldKind.INT,
     "width": FieldKind.INT,
     "height": FieldKind.INT,
+    "subfigure": FieldKind.INT,
+    "subcaption": FieldKind.TEXT,
+    "label": FieldKind.TEXT,
+    "unreferenced": FieldKind.INT,
+    "source_package": FieldKind.TEXT,
     "row_id": FieldKind.INT,
 }
 
