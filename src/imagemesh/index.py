@@ -123,6 +123,21 @@ class Index(abc.ABC):
     def params(self) -> dict[str, Any]:
         """Build parameters (stored in the manifest and passed back to :meth:`load`)."""
 
+    def _check_add(self, row_ids: np.ndarray, vectors: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
+        """Validate an :meth:`add` call: ``float32[m, d]`` vectors with the dense row ids
+        ``start .. start + m - 1``. Returns ``(int64[m] ids, float32[m, d] vectors)``.
+
+        Raises:
+            ValueError: wrong shapes, or ids that are not dense and ascending.
+        """
+        ids = np.asarray(row_ids, dtype=np.int64)
+        v = np.asarray(vectors, dtype=np.float32)
+        if v.ndim != 2 or v.shape[1] != self.dim or len(ids) != len(v):
+            raise ValueError(f"vectors must be float32[m, {self.dim}] with m row ids, got {v.shape} and {ids.shape}")
+        if not np.array_equal(ids, np.arange(start, start + len(ids))):
+            raise ValueError("row ids must be dense and ascending, continuing from the last added id")
+        return ids, v
+
     def vectors_for(self, row_ids: np.ndarray) -> np.ndarray | None:
         """Stored vectors for ``row_ids`` if the backend keeps them, else ``None``."""
         return None

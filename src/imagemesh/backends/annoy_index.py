@@ -38,12 +38,7 @@ class AnnoyIndex(Index):
     def add(self, row_ids: np.ndarray, vectors: np.ndarray) -> None:
         if self._built:
             raise RuntimeError("an Annoy index is immutable after build()")
-        v = np.asarray(vectors, dtype=np.float32)
-        ids = np.asarray(row_ids, dtype=np.int64)
-        if v.ndim != 2 or v.shape[1] != self.dim or len(ids) != len(v):
-            raise ValueError(f"vectors must be float32[m, {self.dim}] with m row ids")
-        if not np.array_equal(ids, np.arange(self._n, self._n + len(ids))):
-            raise ValueError("row ids must be dense and ascending, continuing from the last added id")
+        ids, v = self._check_add(row_ids, vectors, self._n)
         for i, vec in zip(ids.tolist(), v):
             self._index.add_item(i, vec.tolist())
         self._n += len(ids)

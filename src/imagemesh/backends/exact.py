@@ -28,13 +28,7 @@ class ExactIndex(Index):
         self._vectors: np.ndarray | None = None
 
     def add(self, row_ids: np.ndarray, vectors: np.ndarray) -> None:
-        start = self.ntotal_pending()
-        row_ids = np.asarray(row_ids, dtype=np.int64)
-        if not np.array_equal(row_ids, np.arange(start, start + len(row_ids))):
-            raise ValueError("row ids must be dense and ascending, continuing from the last added id")
-        v = np.asarray(vectors, dtype=np.float32)
-        if v.ndim != 2 or v.shape[1] != self.dim:
-            raise ValueError(f"vectors must be float32[m, {self.dim}], got {v.shape}")
+        _, v = self._check_add(row_ids, vectors, self.ntotal_pending())
         self._chunks.append(v)
 
     def ntotal_pending(self) -> int:

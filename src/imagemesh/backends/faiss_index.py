@@ -59,12 +59,7 @@ class FaissIndex(Index):
     def add(self, row_ids: np.ndarray, vectors: np.ndarray) -> None:
         if self._built:
             raise RuntimeError("add() after build() is not supported; rebuild the index")
-        ids = np.asarray(row_ids, dtype=np.int64)
-        v = np.asarray(vectors, dtype=np.float32)
-        if v.ndim != 2 or v.shape[1] != self.dim or len(ids) != len(v):
-            raise ValueError(f"vectors must be float32[m, {self.dim}] with m row ids")
-        if not np.array_equal(ids, np.arange(self._n, self._n + len(ids))):
-            raise ValueError("row ids must be dense and ascending, continuing from the last added id")
+        ids, v = self._check_add(row_ids, vectors, self._n)
         self._pending.append(np.ascontiguousarray(v))
         self._n += len(ids)
 

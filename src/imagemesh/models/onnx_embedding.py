@@ -7,7 +7,6 @@ output and a labels file. Predictions (top-k classes) are returned for display.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Sequence
@@ -16,6 +15,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from ..manifest import sha256_file
 from ..embedding import BaseEmbedding, EmbeddingConfig, Metric, Prediction
 from .preprocess import ImagePreprocess
 
@@ -25,13 +25,6 @@ __all__ = ["OnnxEmbedding", "ModelCardError", "sha256_file"]
 class ModelCardError(ValueError):
     """A model card or its ONNX file is missing, unreadable or inconsistent."""
 
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(chunk):
-            h.update(b)
-    return h.hexdigest()
 
 
 class OnnxEmbedding(BaseEmbedding):
