@@ -1,6 +1,6 @@
 """The ``imagemesh`` command line (click).
 
-Commands: ``build``, ``neighbors``, ``random``, ``info``, ``serve``, ``demo``.
+Commands: ``build``, ``ingest arxiv``, ``neighbors``, ``random``, ``info``, ``serve``, ``demo``.
 Errors in user input (bad filter JSON, unknown image or embedding, a folder that is not
 a collection) print one clear line and exit with status 2; they never print a traceback.
 """
@@ -238,6 +238,52 @@ def bench(quick: bool, sizes: str, demo: bool, contenders: str | None, queries: 
     from .bench.cli import run_cli
 
     run_cli(quick=quick, sizes=sizes, demo=demo, contenders=contenders, queries=queries, budget=budget, reps=reps, out=out, work=work, tag=tag, as_json=as_json)
+
+
+@cli.group()
+def ingest() -> None:
+    """Ingest raw sources into a collection (arXiv source packages)."""
+
+
+@ingest.command("arxiv")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Collection folder to create or extend.")
+@click.option("--metadata", "metadata", multiple=True, type=click.Path(exists=True, path_type=Path), help="Metadata snapshot (JSON lines), .abs record or folder of .abs records; repeatable.")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 256), help="Processes for extraction and rasterisation.")
+@click.option("--embeddings", default=None, help="Comma-separated embedding names (default: every available one).")
+@click.option("--backend", default="faiss", show_default=True, help="Index backend: exact, annoy or faiss.")
+@click.option("--pca-dim", default=64, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--json", "as_json", is_flag=True, help="Print the ingest report as JSON instead of a table.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def ingest_arxiv_cmd(sources: tuple[Path, ...], out: Path, metadata: tuple[Path, ...], workers: int, embeddings: str | None, backend: str, pca_dim: int, as_json: bool, quiet: bool) -> None:
+    """Ingest arXiv source packages (files, folders, bulk arXiv_src_*.tar) into --out.
+
+    Packages already ingested (same sha256) are skipped, so a killed run resumes;
+    new packages are appended to an existing collection. The per-package outcomes
+    are in --out/ingest-report.json.
+    """
+    from .build import BuildOptions
+    from .sources.arxiv_src.ingest import format_table, ingest_arxiv
+
+    opts = BuildOptions(
+        embeddings=[e.strip() for e in embeddings.split(",") if e.strip()] if embeddings else None,
+        backend=backend, pca_dim=pca_dim, progress=not quiet,
+    )
+    log = (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))
+    try:
+        report = ingest_arxiv(list(sources), out, metadata_files=list(metadata), workers=workers, build_options=opts, progress=not quiet, log=log)
+    except (ValueError, RegistryError) as e:
+        _fail(str(e))
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=1, ensure_ascii=False))
+        return
+    click.echo(format_table(report.packages))
+    c = report.counts
+    click.echo(f"packages: {c['ok']} ok, {c['partial']} partial, {c['rejected']} rejected; "
+               f"graphics: {c['graphics_referenced']} referenced, {c['rasterised']} rasterised, {c['rasterised_with_caption']} with caption; "
+               f"{c['unreferenced_files']} unreferenced image file(s)")
+    if report.build:
+        click.echo(f"collection: {out} ({report.build.get('n_images')} images); report: {out / 'ingest-report.json'}")
 
 
 def main() -> None:

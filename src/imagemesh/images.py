@@ -8,8 +8,9 @@ Supported, detected by magic bytes (the file extension is ignored):
 * PDF  -- the first page, rasterised with pypdfium2 on a white background;
 * PNG, JPEG, GIF, TIFF, BMP, WebP -- via Pillow; multi-frame files give frame 0.
 
-EPS/PostScript is recognised but rejected: it needs Ghostscript, which belongs
-to the arXiv source ingest, not to this module.
+* EPS/PostScript -- the first page, rasterised by Ghostscript (``gs``, Debian
+  ``ghostscript``) in a sandboxed subprocess; DOS EPS binaries fall back to their
+  TIFF preview. Without ``gs`` installed they fail with a clear ImageLoadError.
 """
 
 from __future__ import annotations
@@ -99,8 +100,8 @@ def load_image(path: Path, limits: ImageLimits = ImageLimits()) -> Image.Image:
 
     Raises:
         ImageLoadError: the file is missing, empty, larger than
-            ``limits.max_file_bytes``, of an unsupported format (including
-            EPS/PostScript), truncated or corrupt, above ``limits.max_pixels``,
+            ``limits.max_file_bytes``, of an unsupported format, EPS/PostScript
+            that Ghostscript cannot render (or no ``gs``), truncated or corrupt, above ``limits.max_pixels``,
             or a PDF with no pages or a password.
     """
     path = Path(path)
@@ -120,11 +121,22 @@ def load_image(path: Path, limits: ImageLimits = ImageLimits()) -> Image.Image:
     if kind == "pdf":
         return _load_pdf(path, data, limits)
     if kind == "eps":
-        raise ImageLoadError(path, _EPS_REASON)
+        return _load_eps(path, data, limits)
     if kind in _PILLOW_FORMATS:
         return _load_raster(path, data, limits)
     raise ImageLoadError(path, f"unsupported format (extension {path.suffix or 'none'!r}, "
                                f"first bytes {data[:8]!r})")
+
+
+def _load_eps(path: Path, data: bytes, limits: ImageLimits) -> Image.Image:
+    """Rasterise EPS/PostScript with Ghostscript (sandboxed; see
+    :mod:`imagemesh.sources.arxiv_src.ghostscript`); first page, on white."""
+    from imagemesh.sources.arxiv_src.ghostscript import GhostscriptError, GhostscriptLimits, rasterise_postscript
+
+    try:
+        return rasterise_postscript(data, GhostscriptLimits(max_side=limits.raster_max_side, max_pixels=limits.max_pixels))
+    except GhostscriptError as exc:
+        raise ImageLoadError(path, f"{_EPS_REASON} failed: {exc.reason}") from exc
 
 
 def _load_raster(path: Path, data: bytes, limits: ImageLimits) -> Image.Image:
