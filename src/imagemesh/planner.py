@@ -105,8 +105,8 @@ class PlannerConfig:
 
     exact_max_rows: int = 6_000
     index_min_selectivity: float = 0.5
-    ivf_scan_rows: int = 4_096
-    ivf_min_nprobe: int = 16
+    ivf_scan_rows: int = 1_024
+    ivf_min_nprobe: int = 8
     nlist: int | None = None
     cache_bytes: int = 1 << 30
     kmeans_iter: int = 10
@@ -155,6 +155,7 @@ class QueryPlanner:
         self._cache: OrderedDict[tuple[str, str], _Subset] = OrderedDict()
         self._cache_used = 0
         self._bitmaps: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._counts: OrderedDict[str, int] = OrderedDict()  # filter key -> matching rows
         self._centroids: np.ndarray | None = None
         self._assign: np.ndarray | None = None
         self.exact_backend = self._is_exact_backend()
@@ -224,7 +225,14 @@ class QueryPlanner:
             allowed = np.asarray(allowed, dtype=bool)
             if allowed.shape != (self.n,):
                 raise ValueError(f"allowed must be bool[{self.n}], got shape {allowed.shape}")
-            n_allowed = int(np.count_nonzero(allowed))
+            n_allowed = self._counts.get(key) if key is not None else None
+            if n_allowed is None:
+                n_allowed = int(np.count_nonzero(allowed))
+                if key is not None:
+                    with self._lock:
+                        self._counts[key] = n_allowed
+                        if len(self._counts) > 1024:
+                            self._counts.popitem(last=False)
         chosen = strategy or self.choose(n_allowed)
         sel = n_allowed / max(self.n, 1)
         if chosen == "unfiltered" or allowed is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -20,6 +21,7 @@ def _size(text: str) -> int:
 
 
 def run_cli(*, quick: bool, sizes: str, demo: bool, contenders: str | None, queries: int, budget: float, reps: int, out: Path, work: Path, tag: str | None, as_json: bool) -> None:
+    os.environ.setdefault("LANCE_LOG", "error")  # LanceDB's per-query deprecation warnings
     names = [c.strip() for c in contenders.split(",") if c.strip()] if contenders else None
     unknown = set(names or []) - set(CONTENDERS)
     if unknown:

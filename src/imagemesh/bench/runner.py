@@ -202,6 +202,8 @@ def _rss_peak_mb() -> float:
 
 def _build_job(kind: str, vectors_path: str, out_path: str, params: dict[str, Any], threads: int) -> dict[str, Any]:
     """Runs in a spawned process: build one index, save it, report time and peak RSS."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # no OpenMP spin-waiting on a shared, busy machine
+    os.environ["LANCE_CPU_THREADS"] = str(threads)  # builds use the build threads (a fresh process: read at LanceDB start)
     import faiss
 
     faiss.omp_set_num_threads(threads)
@@ -366,7 +368,7 @@ def _sweeps(n: int, quick: bool) -> dict[str, Any]:
         "pq": "PQ32" if n >= 5_000 else None,
         "annoy_trees": [32] if n >= 500_000 or quick else [16, 64],
         "search_k": [1_000, 5_000, 20_000] if not quick else [5_000],
-        "lance_nprobes": [20, 50] if not quick else [20],
+        "lance_configs": [(20, None), (20, 10), (50, 10)] if not quick else [(20, 10)],  # (nprobes, refine_factor)
         "lance_partitions": (nlist if n >= 10_000 else None),
     }
     return s
@@ -439,41 +441,51 @@ def run_dataset(ds: Dataset, cfg: BenchConfig, log: Callable[[str], None]) -> di
             lm[got] = True
             res["filters"][name]["lance_mask_equal"] = bool(np.array_equal(lm, ds.masks[name]))
 
+    res["errors"] = []
+    res["loadavg_start"] = list(os.getloadavg())
     faiss.omp_set_num_threads(1)
     with threadpool_limits(1):
         budget, reps = cfg.budget_s, cfg.reps
 
-        if "planner" in want_c:
-            M = 32 if n >= 5_000 else 16
-            tag = f"HNSW{M}"
-            base = build_faiss(tag, {"recipe": tag, "ef_search": 64})
-            planner = QueryPlanner(base, x, "faiss")
-            t0 = time.perf_counter()
-            if n > planner.config.exact_max_rows:
-                planner._kmeans()
-            res["planner"]["kmeans_s"] = round(time.perf_counter() - t0, 3)
-            res["planner"]["nlist"] = planner.nlist()
-            for name, m in ds.masks.items():
-                allowed = None if m.all() else m
+        try:
+            if "planner" in want_c:
+                M = 32 if n >= 5_000 else 16
+                tag = f"HNSW{M}"
+                base = build_faiss(tag, {"recipe": tag, "ef_search": 64})
+                planner = QueryPlanner(base, x, "faiss")
                 t0 = time.perf_counter()
-                _, _, plan = planner.search(q[:1], K, allowed, key=name)
-                cold_ms = 1000 * (time.perf_counter() - t0)
+                if n > planner.config.exact_max_rows:
+                    planner._kmeans()
+                res["planner"]["kmeans_s"] = round(time.perf_counter() - t0, 3)
+                res["planner"]["nlist"] = planner.nlist()
+                for name, m in ds.masks.items():
+                    allowed = None if m.all() else m
+                    t0 = time.perf_counter()
+                    _, _, plan = planner.search(q[:1], K, allowed, key=name)
+                    cold_ms = 1000 * (time.perf_counter() - t0)
 
-                def fn(qq: np.ndarray, allowed=allowed, name=name) -> np.ndarray:
-                    return planner.search(qq, K, allowed, key=name)[1][0]
+                    def fn(qq: np.ndarray, allowed=allowed, name=name) -> np.ndarray:
+                        return planner.search(qq, K, allowed, key=name)[1][0]
 
-                r = _measure(fn, q, truth[name], min(K, int(m.sum())), budget, reps)
-                record("planner", f"HNSW{M}+auto", name, r, {"strategy": plan.strategy, "plan": plan.to_dict(), "cold_first_query_ms": round(cold_ms, 2)})
-            res["planner"]["cache"] = planner.cache_info()
+                    r = _measure(fn, q, truth[name], min(K, int(m.sum())), budget, reps)
+                    record("planner", f"HNSW{M}+auto", name, r, {"strategy": plan.strategy, "plan": plan.to_dict(), "cold_first_query_ms": round(cold_ms, 2)})
+                res["planner"]["cache"] = planner.cache_info()
+        except Exception as exc:  # one contender failing must not lose the others' results
+            res["errors"].append(f"planner in want_c: {type(exc).__name__}: {exc}")
+            log(f"  ERROR {type(exc).__name__}: {exc}")
 
-        if "exact" in want_c:
-            ex = ExactIndex(d)
-            ex._vectors = x
-            for name, m in ds.masks.items():
-                allowed = None if m.all() else m
-                r = _measure(lambda qq, a=allowed: ex.search(qq, K, allowed=a)[1][0], q, truth[name], min(K, int(m.sum())), budget, reps)
-                record("exact", "gather+BLAS", name, r)
-            res["builds"]["exact"] = {"build_s": 0.0, "index_bytes": int(x.nbytes), "peak_rss_mb": None}
+        try:
+            if "exact" in want_c:
+                ex = ExactIndex(d)
+                ex._vectors = x
+                for name, m in ds.masks.items():
+                    allowed = None if m.all() else m
+                    r = _measure(lambda qq, a=allowed: ex.search(qq, K, allowed=a)[1][0], q, truth[name], min(K, int(m.sum())), budget, reps)
+                    record("exact", "gather+BLAS", name, r)
+                res["builds"]["exact"] = {"build_s": 0.0, "index_bytes": int(x.nbytes), "peak_rss_mb": None}
+        except Exception as exc:  # one contender failing must not lose the others' results
+            res["errors"].append(f"exact in want_c: {type(exc).__name__}: {exc}")
+            log(f"  ERROR {type(exc).__name__}: {exc}")
 
         def bitmap_of(m: np.ndarray) -> Any:
             bm = np.packbits(m.astype(np.uint8), bitorder="little")
@@ -490,74 +502,97 @@ def run_dataset(ds: Dataset, cfg: BenchConfig, log: Callable[[str], None]) -> di
                     r = _measure(lambda qq, p=p: inner.search(qq, K, params=p)[1][0], q, truth[name], min(K, int(m.sum())), budget, reps)
                     record(contender, cname, name, r)
 
-        if "hnsw" in want_c or "hnsw-post" in want_c:
-            for M in sw["hnsw_M"] if n >= 5_000 else [16]:
-                tag = f"HNSW{M}"
-                idx = build_faiss(tag, {"recipe": tag, "ef_search": 64})
-                if "hnsw" in want_c:
-                    faiss_runs("hnsw", idx, [(f"{tag},ef{ef}", lambda sel, ef=ef: faiss.SearchParametersHNSW(efSearch=ef, sel=sel)) for ef in sw["ef"]])
-                if "hnsw-post" in want_c and M == sw["hnsw_M"][-1]:
-                    for ef in sw["ef_post"]:
+        try:
+            if "hnsw" in want_c or "hnsw-post" in want_c:
+                for M in sw["hnsw_M"] if n >= 5_000 else [16]:
+                    tag = f"HNSW{M}"
+                    idx = build_faiss(tag, {"recipe": tag, "ef_search": 64})
+                    if "hnsw" in want_c:
+                        faiss_runs("hnsw", idx, [(f"{tag},ef{ef}", lambda sel, ef=ef: faiss.SearchParametersHNSW(efSearch=ef, sel=sel)) for ef in sw["ef"]])
+                    if "hnsw-post" in want_c and M == sw["hnsw_M"][-1]:
+                        for ef in sw["ef_post"]:
+                            for name, m in ds.masks.items():
+                                p = faiss.SearchParametersHNSW(efSearch=ef)
+
+                                def post(qq, p=p, m=m, inner=idx._index):
+                                    i = inner.search(qq, K, params=p)[1][0]
+                                    return i[(i >= 0) & m[np.maximum(i, 0)]]
+
+                                record("hnsw-post", f"{tag},ef{ef}", name, _measure(post, q, truth[name], min(K, int(m.sum())), budget, reps))
+        except Exception as exc:  # one contender failing must not lose the others' results
+            res["errors"].append(f"hnsw in want_c or hnsw-post in want_c: {type(exc).__name__}: {exc}")
+            log(f"  ERROR {type(exc).__name__}: {exc}")
+
+        try:
+            if "ivf" in want_c:
+                tag = f"IVF{sw['nlist']},Flat"
+                idx = build_faiss(tag, {"recipe": tag})
+                faiss_runs("ivf", idx, [(f"{tag},np{npr}", lambda sel, npr=npr: faiss.SearchParametersIVF(nprobe=npr, sel=sel)) for npr in sw["nprobe"]])
+        except Exception as exc:  # one contender failing must not lose the others' results
+            res["errors"].append(f"ivf in want_c: {type(exc).__name__}: {exc}")
+            log(f"  ERROR {type(exc).__name__}: {exc}")
+        try:
+            if "ivfpq" in want_c and sw["pq"]:
+                tag = f"IVF{sw['nlist']},{sw['pq']}"
+                idx = build_faiss(tag, {"recipe": tag})
+                faiss_runs("ivfpq", idx, [(f"{tag},np{npr}", lambda sel, npr=npr: faiss.SearchParametersIVF(nprobe=npr, sel=sel)) for npr in sw["nprobe_pq"]])
+        except Exception as exc:  # one contender failing must not lose the others' results
+            res["errors"].append(f"ivfpq in want_c and sw[pq]: {type(exc).__name__}: {exc}")
+            log(f"  ERROR {type(exc).__name__}: {exc}")
+
+        try:
+            if "annoy" in want_c or "annoy-post" in want_c:
+                for trees in sw["annoy_trees"]:
+                    tag = f"annoy{trees}"
+                    path = work / f"{tag}.ann"
+                    log(f"  building {tag}")
+                    res["builds"][tag] = {**_spawn_build("annoy", ds, path, {"n_trees": trees}, cfg.build_threads), "params": {"n_trees": trees}}
+                    log(f"    {res['builds'][tag]}")
+                    ann = AnnoyIndex.load(path, d, {"n_trees": trees, "ntotal": n})
+                    for sk in sw["search_k"]:
+                        if "annoy" in want_c:
+                            for name, m in ds.masks.items():
+                                allowed = None if m.all() else m
+                                fn = lambda qq, a=allowed, sk=sk: ann.search(qq, K, allowed=a, vectors=x, search_k=sk)[1][0]
+                                record("annoy", f"{tag},sk{sk}", name, _measure(fn, q, truth[name], min(K, int(m.sum())), budget, reps))
+                        if "annoy-post" in want_c and sk == sw["search_k"][-1]:
+                            for name, m in ds.masks.items():
+
+                                def post_a(qq, m=m, sk=sk):
+                                    i = np.asarray(ann._index.get_nns_by_vector(qq[0], K, search_k=sk), dtype=np.int64)
+                                    return i[m[i]]
+
+                                record("annoy-post", f"{tag},sk{sk}", name, _measure(post_a, q, truth[name], min(K, int(m.sum())), budget, reps))
+        except Exception as exc:  # one contender failing must not lose the others' results
+            res["errors"].append(f"annoy in want_c or annoy-post in want_c: {type(exc).__name__}: {exc}")
+            log(f"  ERROR {type(exc).__name__}: {exc}")
+
+        try:
+            if lance_tbl is not None:
+                has_index = bool(sw["lance_partitions"])
+                for contender, prefilter in (("lance-pre", True), ("lance-post", False)):
+                    if contender not in want_c:
+                        continue
+                    for npr, refine in sw["lance_configs"] if has_index else [(0, None)]:
                         for name, m in ds.masks.items():
-                            p = faiss.SearchParametersHNSW(efSearch=ef)
+                            pred = None if m.all() else ds.predicates[name]
 
-                            def post(qq, p=p, m=m, inner=idx._index):
-                                i = inner.search(qq, K, params=p)[1][0]
-                                return i[(i >= 0) & m[np.maximum(i, 0)]]
+                            def lq(qq, pred=pred, npr=npr, refine=refine, prefilter=prefilter):
+                                s = lance_tbl.search(qq[0], vector_column_name="vector")
+                                if npr:
+                                    s = s.nprobes(npr)
+                                if refine:
+                                    s = s.refine_factor(refine)
+                                if pred is not None:
+                                    s = s.where(pred, prefilter=prefilter)
+                                return s.select(["row_id"]).limit(K).to_arrow()["row_id"].to_numpy()
 
-                            record("hnsw-post", f"{tag},ef{ef}", name, _measure(post, q, truth[name], min(K, int(m.sum())), budget, reps))
-
-        if "ivf" in want_c:
-            tag = f"IVF{sw['nlist']},Flat"
-            idx = build_faiss(tag, {"recipe": tag})
-            faiss_runs("ivf", idx, [(f"{tag},np{npr}", lambda sel, npr=npr: faiss.SearchParametersIVF(nprobe=npr, sel=sel)) for npr in sw["nprobe"]])
-        if "ivfpq" in want_c and sw["pq"]:
-            tag = f"IVF{sw['nlist']},{sw['pq']}"
-            idx = build_faiss(tag, {"recipe": tag})
-            faiss_runs("ivfpq", idx, [(f"{tag},np{npr}", lambda sel, npr=npr: faiss.SearchParametersIVF(nprobe=npr, sel=sel)) for npr in sw["nprobe_pq"]])
-
-        if "annoy" in want_c or "annoy-post" in want_c:
-            for trees in sw["annoy_trees"]:
-                tag = f"annoy{trees}"
-                path = work / f"{tag}.ann"
-                log(f"  building {tag}")
-                res["builds"][tag] = {**_spawn_build("annoy", ds, path, {"n_trees": trees}, cfg.build_threads), "params": {"n_trees": trees}}
-                log(f"    {res['builds'][tag]}")
-                ann = AnnoyIndex.load(path, d, {"n_trees": trees, "ntotal": n})
-                for sk in sw["search_k"]:
-                    if "annoy" in want_c:
-                        for name, m in ds.masks.items():
-                            allowed = None if m.all() else m
-                            fn = lambda qq, a=allowed, sk=sk: ann.search(qq, K, allowed=a, vectors=x, search_k=sk)[1][0]
-                            record("annoy", f"{tag},sk{sk}", name, _measure(fn, q, truth[name], min(K, int(m.sum())), budget, reps))
-                    if "annoy-post" in want_c and sk == sw["search_k"][-1]:
-                        for name, m in ds.masks.items():
-
-                            def post_a(qq, m=m, sk=sk):
-                                i = np.asarray(ann._index.get_nns_by_vector(qq[0], K, search_k=sk), dtype=np.int64)
-                                return i[m[i]]
-
-                            record("annoy-post", f"{tag},sk{sk}", name, _measure(post_a, q, truth[name], min(K, int(m.sum())), budget, reps))
-
-        if lance_tbl is not None:
-            has_index = bool(sw["lance_partitions"])
-            for contender, prefilter in (("lance-pre", True), ("lance-post", False)):
-                if contender not in want_c:
-                    continue
-                for npr in sw["lance_nprobes"] if has_index else [0]:
-                    for name, m in ds.masks.items():
-                        pred = None if m.all() else ds.predicates[name]
-
-                        def lq(qq, pred=pred, npr=npr, prefilter=prefilter):
-                            s = lance_tbl.search(qq[0], vector_column_name="vector")
-                            if npr:
-                                s = s.nprobes(npr)
-                            if pred is not None:
-                                s = s.where(pred, prefilter=prefilter)
-                            return s.select(["row_id"]).limit(K).to_arrow()["row_id"].to_numpy()
-
-                        cname = f"IVF_PQ{sw['lance_partitions']},nprobes{npr}" if has_index else "flat"
-                        record(contender, cname, name, _measure(lq, q, truth[name], min(K, int(m.sum())), budget, reps))
+                            cname = f"IVF_PQ{sw['lance_partitions']},np{npr}" + (f",refine{refine}" if refine else "") if has_index else "flat"
+                            record(contender, cname, name, _measure(lq, q, truth[name], min(K, int(m.sum())), budget, reps))
+        except Exception as exc:  # one contender failing must not lose the others' results
+            res["errors"].append(f"lance_tbl is not None: {type(exc).__name__}: {exc}")
+            log(f"  ERROR {type(exc).__name__}: {exc}")
+    res["loadavg_end"] = list(os.getloadavg())
     return res
 
 
