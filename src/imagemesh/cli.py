@@ -286,6 +286,29 @@ def ingest_arxiv_cmd(sources: tuple[Path, ...], out: Path, metadata: tuple[Path,
         click.echo(f"collection: {out} ({report.build.get('n_images')} images); report: {out / 'ingest-report.json'}")
 
 
+@cli.command()
+@click.argument("collection", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--repair", is_flag=True, help="Rebuild damaged index/map files from the stored vectors and switch the manifest atomically.")
+@click.option("--no-models", is_flag=True, help="Skip comparing the installed embedding networks with the recorded ones.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def verify(collection: Path, repair: bool, no_models: bool, as_json: bool) -> None:
+    """Check every file of COLLECTION against the sha256 and sizes in its manifest, and its
+    table versions. Exit status 0 = intact (or repaired), 1 = damaged."""
+    from .integrity import RepairError
+    from .integrity import repair as repair_collection
+    from .integrity import verify as verify_collection
+
+    report = verify_collection(collection, models=not no_models)
+    if repair and not report.ok:
+        click.echo(report.summary(), err=True)
+        try:
+            report = repair_collection(collection, log=lambda s: click.echo(s, err=True))
+        except RepairError as e:
+            _fail(str(e))
+    click.echo(json.dumps(report.to_dict(), indent=1) if as_json else report.summary())
+    sys.exit(0 if report.ok else 1)
+
+
 def main() -> None:
     cli(prog_name="imagemesh")
 

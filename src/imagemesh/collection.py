@@ -86,13 +86,16 @@ class Collection:
         exact_threshold: filtered queries whose filter keeps at most this many rows
             are answered by an exact scan of those rows; larger ones go through the
             index with the filter (see :meth:`neighbors`).
+        verify_index_checksums: check each index file's sha256 against the manifest
+            before a native loader maps it (once per file and process; see
+            :mod:`imagemesh.integrity`).
 
     Raises:
         CollectionError: missing files, a file whose size or shape differs from the
             manifest, or a metadata table whose row count or version differs.
     """
 
-    def __init__(self, root: Path, registries: Registries | None = None, exact_threshold: int = PlannerConfig.exact_max_rows, filter_cache_size: int = 64) -> None:
+    def __init__(self, root: Path, registries: Registries | None = None, exact_threshold: int = PlannerConfig.exact_max_rows, filter_cache_size: int = 64, verify_index_checksums: bool = True) -> None:
         self.root = Path(root)
         self.registries = registries or default_registries()
         self.manifest = Manifest.read(self.root)
@@ -100,6 +103,7 @@ class Collection:
         self.schema = MetadataSchema.default()
         self.taxonomy = Taxonomy.load()
         self.exact_threshold = int(exact_threshold)
+        self.verify_index_checksums = bool(verify_index_checksums)
         self._filter_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()  # the web server queries from a thread pool
         self._filter_cache_size = int(filter_cache_size)
@@ -160,6 +164,15 @@ class Collection:
         cls = self.registries.backends.get(backend)
         params = dict(entry["index"].get("params", {}))
         params["file_bytes"] = entry["index"].get("bytes")
+        if self.verify_index_checksums:
+            # Native loaders (Annoy, FAISS) follow offsets inside a memory-mapped file: a
+            # same-size corrupted file could crash a later query, so check its sha256 first.
+            from .integrity import IntegrityError, check_file
+
+            try:
+                check_file(ipath, entry["index"].get("sha256"), entry["index"].get("bytes"))
+            except IntegrityError as e:
+                raise CollectionError(f"{what}: index {e}") from None
         try:
             index = cls.load(ipath, dim, params)
         except IndexError_ as e:
