@@ -76,15 +76,32 @@ class OnnxEmbedding(BaseEmbedding):
         if self.logits_output and self.card.get("labels_file"):
             self.labels = (card_path.parent / self.card["labels_file"]).read_text(encoding="utf-8").splitlines()
         self.top_k = int(top_k)
+        batch_dim = self._session.get_inputs()[inputs.index(self.input_name)].shape[0]
+        self.fixed_batch: int | None = batch_dim if isinstance(batch_dim, int) and batch_dim == 1 else None  # e.g. ONNX Model Zoo VGG16: [1, 3, 224, 224]
 
-    def _run(self, images: Sequence[Image.Image], with_logits: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        x = self.preprocess(images)
+    def prepare(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Decode-side work (resize + normalise): ``n`` images -> ``float32[n, 3, s, s]``.
+
+        Thread-safe and independent of ONNX Runtime, so a pipeline can prepare the next
+        batch while :meth:`embed_prepared_with_predictions` runs the current one.
+        """
+        return self.preprocess(images)
+
+    def _run_prepared(self, x: np.ndarray, with_logits: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        n = len(x)
         names = [self.feature_output] + ([self.logits_output] if with_logits and self.logits_output else [])
-        res = self._session.run(names, {self.input_name: x})
-        feats = np.asarray(res[0], dtype=np.float32).reshape(len(images), -1)
+        if self.fixed_batch is not None and n != self.fixed_batch:
+            parts = [self._session.run(names, {self.input_name: x[i : i + 1]}) for i in range(n)]
+            res = [np.concatenate([p[j] for p in parts]) for j in range(len(names))]
+        else:
+            res = self._session.run(names, {self.input_name: x})
+        feats = np.asarray(res[0], dtype=np.float32).reshape(n, -1)
         if feats.shape[1] != self.dim:
             raise ModelCardError(f"{self.name}: network gave {feats.shape[1]}-d features, card says {self.dim}")
-        return feats, (np.asarray(res[1], dtype=np.float32) if len(res) > 1 else None)
+        return feats, (np.asarray(res[1], dtype=np.float32).reshape(n, -1) if len(res) > 1 else None)
+
+    def _run(self, images: Sequence[Image.Image], with_logits: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        return self._run_prepared(self.prepare(images), with_logits)
 
     def embed_batch(self, images: Sequence[Image.Image]) -> np.ndarray:
         """``n`` images -> ``float32[n, dim]`` network features."""
@@ -92,18 +109,27 @@ class OnnxEmbedding(BaseEmbedding):
             return np.zeros((0, self.dim), np.float32)
         return self._run(images, with_logits=False)[0]
 
-    def embed_batch_with_predictions(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, list[list[Prediction]] | None]:
-        if not images:
-            return np.zeros((0, self.dim), np.float32), []
-        feats, logits = self._run(images, with_logits=True)
-        if logits is None or self.labels is None:
-            return feats, None
+    def _predictions(self, logits: np.ndarray) -> list[list[Prediction]]:
+        assert self.labels is not None
         z = logits - logits.max(axis=1, keepdims=True)
         p = np.exp(z)
         p /= p.sum(axis=1, keepdims=True)
         top = np.argsort(-p, axis=1)[:, : self.top_k]
-        preds = [[Prediction(self.labels[j], float(p[i, j])) for j in top[i]] for i in range(len(images))]
-        return feats, preds
+        return [[Prediction(self.labels[j], float(p[i, j])) for j in top[i]] for i in range(len(logits))]
+
+    def embed_prepared_with_predictions(self, x: np.ndarray) -> tuple[np.ndarray, list[list[Prediction]] | None]:
+        """Like :meth:`embed_batch_with_predictions` on the output of :meth:`prepare`."""
+        if len(x) == 0:
+            return np.zeros((0, self.dim), np.float32), []
+        feats, logits = self._run_prepared(x, with_logits=self.labels is not None)
+        if logits is None or self.labels is None:
+            return feats, None
+        return feats, self._predictions(logits)
+
+    def embed_batch_with_predictions(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, list[list[Prediction]] | None]:
+        if not images:
+            return np.zeros((0, self.dim), np.float32), []
+        return self.embed_prepared_with_predictions(self.prepare(images))
 
     def config(self) -> EmbeddingConfig:
         return EmbeddingConfig(
