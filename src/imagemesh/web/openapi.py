@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .results import SUGGEST_FIELDS
 from .settings import WebSettings
 
 __all__ = ["openapi_schema"]
@@ -15,11 +16,23 @@ _FILTER = {
     "description": 'JSON form of a metadata filter, e.g. {"category": "cs.CL", "year": {"gte": 2023}} or {"keyword": "transformer"}. Several keys mean AND.',
     "schema": {"type": "string"},
 }
+_COLLAPSE = {
+    "name": "collapse",
+    "in": "query",
+    "required": False,
+    "description": "collapse near-duplicates: a hit is dropped (and listed in the `duplicates` of the earlier hit it matches) "
+    "when an earlier kept hit has the same content_sha256 or lies within the duplicate threshold under the embedding "
+    "(cosine distance 0.02; for L2, 5% of the median distance between random pairs)",
+    "schema": {"type": "boolean"},
+}
+_ID_PATH = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}
 _ERROR = {"description": "invalid request", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_JPEG = {"description": "JPEG", "content": {"image/jpeg": {}}}
 
 
 def openapi_schema(collection: Any, settings: WebSettings) -> dict[str, Any]:
     """The OpenAPI document for this collection's API (embedding names included as an enum)."""
+    emb_param = {"name": "embedding", "in": "query", "schema": {"type": "string", "enum": list(collection.embeddings)}, "description": "default: the first embedding"}
     hit = {
         "type": "object",
         "required": ["id", "distance", "image_key", "thumbnail_url"],
@@ -37,24 +50,28 @@ def openapi_schema(collection: Any, settings: WebSettings) -> dict[str, Any]:
             "category": {"type": ["string", "null"]},
             "categories": {"type": ["array", "null"], "items": {"type": "string"}},
             "year": {"type": ["integer", "null"]},
-            "predictions": {"type": "object", "description": "per embedding, top-5 class predictions [{label, p}]"},
+            "predictions": {"type": "object", "description": "per classifier (e.g. imagenet), top-5 class predictions [{label, p}]"},
             "thumbnail_url": {"type": "string"},
+            "duplicates": {"type": "array", "items": {"type": "integer"}, "description": "with collapse=true: ids folded into this hit"},
         },
     }
     facet = {"type": "array", "items": {"type": "object", "properties": {"value": {}, "label": {"type": "string"}, "count": {"type": "integer"}}}}
     ok = lambda ref: {"description": "OK", "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}  # noqa: E731
     return {
         "openapi": "3.1.0",
-        "info": {"title": "imagemesh API", "version": "1", "description": "Read-only JSON API of an imagemesh collection."},
+        "info": {"title": "imagemesh API", "version": "1", "description": "Read-only JSON API of an imagemesh collection. Nothing sent to it is stored."},
         "paths": {
-            "/api/info": {"get": {"summary": "Collection size, embeddings and filterable fields", "responses": {"200": {"description": "OK"}}}},
+            "/api/info": {"get": {"summary": "Collection size, embeddings, filterable fields, limits, which embeddings have a 2-D map", "responses": {"200": {"description": "OK"}}}},
             "/api/random": {
                 "get": {
-                    "summary": "A random sample of distinct images matching the filter",
+                    "summary": "A random sample of distinct images matching the filter; a seed fixes one permutation, offset pages through it",
                     "parameters": [
                         {"name": "n", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": settings.max_n}},
                         {"name": "seed", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
                         _FILTER,
+                        _COLLAPSE,
+                        {**emb_param, "description": "embedding used by collapse"},
                     ],
                     "responses": {"200": ok("Results"), "400": _ERROR},
                 }
@@ -64,11 +81,43 @@ def openapi_schema(collection: Any, settings: WebSettings) -> dict[str, Any]:
                     "summary": "Nearest neighbours of an image under an embedding; the image itself first",
                     "parameters": [
                         {"name": "id", "in": "query", "required": True, "schema": {"type": "string"}, "description": "row id, image key or arXiv id"},
-                        {"name": "embedding", "in": "query", "schema": {"type": "string", "enum": list(collection.embeddings)}},
+                        emb_param,
                         {"name": "k", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": settings.max_k}},
                         _FILTER,
+                        _COLLAPSE,
                     ],
                     "responses": {"200": ok("Results"), "400": _ERROR, "404": _ERROR},
+                }
+            },
+            "/api/query": {
+                "post": {
+                    "summary": "Nearest neighbours of uploaded and/or collection images: positives and negatives",
+                    "description": "Query vector = mean(positives) - mean(negatives) in the embedding's reduced space "
+                    "(re-normalised for cosine embeddings); with no negatives, the mean of the positives. Uploads are embedded "
+                    "by the same network, preprocessing and PCA as the collection, in memory, and never stored. Negative "
+                    f"collection images are left out of the results. Body at most {settings.max_upload_bytes} bytes, at most "
+                    f"{settings.max_upload_images} images of at most {settings.max_upload_pixels} pixels each.",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "multipart/form-data": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "positive_image": {"type": "array", "items": {"type": "string", "format": "binary"}, "description": "PNG, JPEG, GIF, WebP, BMP or TIFF"},
+                                        "negative_image": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                                        "positive": {"type": "array", "items": {"type": "string"}, "description": "row ids, image keys or arXiv ids"},
+                                        "negative": {"type": "array", "items": {"type": "string"}},
+                                        "embedding": {"type": "string", "enum": list(collection.embeddings)},
+                                        "k": {"type": "integer", "minimum": 1, "maximum": settings.max_k},
+                                        "filter": {"type": "string"},
+                                        "collapse": {"type": "boolean"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {"200": ok("Results"), "400": _ERROR, "404": _ERROR, "413": _ERROR, "415": _ERROR},
                 }
             },
             "/api/facets": {
@@ -78,26 +127,71 @@ def openapi_schema(collection: Any, settings: WebSettings) -> dict[str, Any]:
                     "responses": {"200": ok("Facets"), "400": _ERROR},
                 }
             },
+            "/api/suggest": {
+                "get": {
+                    "summary": "Most frequent values of a field starting with (then containing a word starting with) a prefix, for autocompletion",
+                    "parameters": [
+                        {"name": "field", "in": "query", "required": True, "schema": {"type": "string", "enum": list(SUGGEST_FIELDS)}, "description": "authors counts single authors"},
+                        {"name": "prefix", "in": "query", "schema": {"type": "string", "maxLength": 200}},
+                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                    ],
+                    "responses": {"200": ok("Suggestions"), "400": _ERROR},
+                }
+            },
+            "/api/map": {
+                "get": {
+                    "summary": "The build-time 2-D map (t-SNE, or PCA for large collections) of an embedding, coordinates in [0, 1]",
+                    "parameters": [emb_param, _FILTER],
+                    "responses": {"200": ok("Map"), "400": _ERROR, "404": _ERROR},
+                }
+            },
             "/api/images/{id}": {
                 "get": {
-                    "summary": "All metadata of one image",
-                    "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}],
+                    "summary": "All metadata of one image (abstract, authors, figure, predictions, arXiv URL, thumbnail and image URLs)",
+                    "parameters": [_ID_PATH],
                     "responses": {"200": {"description": "OK"}, "404": _ERROR},
                 }
             },
             "/api/images/{id}/thumbnail": {
                 "get": {
-                    "summary": "JPEG thumbnail (longest side 256 px), immutable per build",
-                    "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}],
-                    "responses": {"200": {"description": "JPEG", "content": {"image/jpeg": {}}}, "304": {"description": "not modified"}, "404": _ERROR},
+                    "summary": "JPEG thumbnail (longest side 256 px), immutable per build (ETag)",
+                    "parameters": [_ID_PATH],
+                    "responses": {"200": _JPEG, "304": {"description": "not modified"}, "404": _ERROR},
                 }
             },
+            "/api/images/{id}/image": {
+                "get": {
+                    "summary": "The canonical JPEG (longest side <= 512 px) that the embeddings saw, immutable per build (ETag)",
+                    "parameters": [_ID_PATH],
+                    "responses": {"200": _JPEG, "304": {"description": "not modified"}, "404": _ERROR},
+                }
+            },
+            "/api/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OK"}}}},
         },
         "components": {
             "schemas": {
                 "Hit": hit,
-                "Results": {"type": "object", "properties": {"results": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}}}},
+                "Results": {
+                    "type": "object",
+                    "properties": {
+                        "results": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}},
+                        "collapsed": {"type": "integer", "description": "hits folded into earlier ones by collapse"},
+                        "total": {"type": "integer", "description": "random: images matching the filter"},
+                        "next_offset": {"type": "integer", "description": "random: offset of the next page"},
+                        "plan": {"type": "object", "description": "kNN: how the filtered search was answered"},
+                    },
+                },
                 "Facets": {"type": "object", "properties": {"archive": facet, "category": facet, "year": facet}},
+                "Suggestions": {"type": "object", "properties": {"values": {"type": "array", "items": {"type": "object", "properties": {"value": {"type": "string"}, "count": {"type": "integer"}}}}}},
+                "Map": {
+                    "type": "object",
+                    "properties": {
+                        "method": {"type": "string"},
+                        "ids": {"type": "array", "items": {"type": "integer"}},
+                        "x": {"type": "array", "items": {"type": "number"}},
+                        "y": {"type": "array", "items": {"type": "number"}},
+                    },
+                },
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
             }
         },

@@ -12,9 +12,15 @@ class WebSettings:
     """Limits and defaults of the JSON API.
 
     Attributes:
-        max_k: largest ``k`` for ``/api/neighbors``.
+        max_k: largest ``k`` for ``/api/neighbors`` and ``/api/query``.
         max_n: largest ``n`` for ``/api/random``.
         max_filter_chars: longest accepted ``filter`` parameter (characters).
+        max_upload_bytes: largest ``POST /api/query`` body (all files and fields), bytes;
+            the body is held in memory only, never written to disk.
+        max_upload_pixels: largest uploaded image, width * height, checked from the image
+            header before decoding (decompression-bomb guard).
+        max_upload_images: most uploaded images in one query.
+        max_query_items: most positives + negatives (ids and uploads) in one query.
         title: page title.
     """
 
@@ -23,4 +29,8 @@ class WebSettings:
     default_k: int = 40
     default_n: int = 40
     max_filter_chars: int = 8_192
+    max_upload_bytes: int = 16 * 1024 * 1024
+    max_upload_pixels: int = 40_000_000
+    max_upload_images: int = 8
+    max_query_items: int = 32
     title: str = "imagemesh"
