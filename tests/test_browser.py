@@ -345,3 +345,28 @@ def test_about_page_and_no_inline_script(page) -> None:
         assert not re.search(r"\son[a-z]+=", src) and "style=" not in src
     js = (static / "app.js").read_text(encoding="utf-8")
     assert "innerHTML" not in js.replace("Nothing here uses innerHTML", "") and "eval(" not in js
+
+
+def test_metadata_is_rendered_as_text(page) -> None:
+    """Hostile metadata (HTML, LaTeX, quotes) from the API shows up as text, never as markup."""
+    evil = '<img src=x id=pwned onerror="window.pwned=1"><b>bold</b> & "q" $\\alpha<\\beta$'
+
+    def fake_random(route: Any) -> None:
+        hit = {"id": 0, "distance": None, "image_key": "k", "arxiv_id": "2301.00001", "version": 1, "title": evil, "authors": evil,
+               "caption": evil, "figure": evil, "year": 2023, "category": evil, "categories": [evil],
+               "predictions": {"imagenet": [{"label": evil, "p": 0.5}]}, "thumbnail_url": "/api/images/0/thumbnail"}
+        route.fulfill(status=200, content_type="application/json", body=json.dumps({"results": [hit], "total": 1, "next_offset": 1}))
+
+    page.route("**/api/random*", fake_random)
+    page.route("**/api/images/0", lambda route: route.fulfill(status=200, content_type="application/json", body=json.dumps(
+        {"id": 0, "title": evil, "authors": evil, "abstract": evil, "caption": evil, "figure": evil, "image_url": "/api/images/0/image"})))
+    open_app(page)
+    page.hover("#grid .tile")
+    page.wait_for_selector("#tooltip:not([hidden])")
+    page.click("#grid .tile")
+    page.wait_for_selector("#detail:not([hidden])")
+    assert page.query_selector("#pwned") is None and page.query_selector("#tooltip b, #detail b, #grid b") is None
+    assert not page.evaluate("window.pwned === 1")
+    page.wait_for_function("e => document.getElementById('detail-abstract').textContent === e", arg=evil)
+    assert page.query_selector("#pwned") is None and page.query_selector("#tooltip b, #detail b, #grid b") is None
+    assert evil in page.text_content("#tooltip") and evil in page.text_content("#detail-title")
