@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["LabelledImages", "collect_labelled", "train_classifier", "main"]
+__all__ = ["LabelledImages", "collect_labelled", "train_classifier", "evaluate_onnx", "main"]
 
 
 @dataclass
@@ -38,9 +38,11 @@ class LabelledImages:
     problems: list[str] = field(default_factory=list)
 
 
-def _image_files(folder: Path) -> list[Path]:
-    from .training import IMAGE_EXTS
+#: Image file extensions looked for in label folders.
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".gif", ".tif", ".tiff", ".bmp", ".webp", ".pdf"}
 
+
+def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
 
 
@@ -64,7 +66,7 @@ def collect_labelled(source: Path, images_dir: Path | None = None) -> LabelledIm
         stems: dict[str, Path] | None = None
         paths, labels, problems = [], [], []
         with open(source, newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
+            rows = [r for r in csv.reader(f) if r and not r[0].lstrip().startswith("#")]
         if rows and [c.strip().lower() for c in rows[0][:2]] == ["image_id", "label"]:
             rows = rows[1:]
         for n, row in enumerate(rows, start=1):
@@ -182,6 +184,28 @@ def train_classifier(
     card_path = write_card(out, card, net, classes)
     log(f"{name}: wrote {out} and {card_path}")
     return json.loads(card_path.read_text())
+
+
+def evaluate_onnx(card_path: Path, data: LabelledImages) -> dict[str, Any]:
+    """Accuracy and confusion of a classifier card's ONNX network (ONNX Runtime, the
+    inference path: canonical image -> preprocessing -> network) on labelled images.
+    Labels that the network does not know count as errors."""
+    from ..build import canonical_image
+    from ..images import load_image
+    from .onnx_embedding import OnnxEmbedding
+
+    emb = OnnxEmbedding(Path(card_path), top_k=1)
+    assert emb.labels is not None
+    names = sorted(set(data.labels) | set(emb.labels))
+    confusion = np.zeros((len(names), len(names)), dtype=int)
+    for i in range(0, len(data.paths), 32):
+        imgs = [canonical_image(load_image(p))[1] for p in data.paths[i : i + 32]]
+        _, preds = emb.embed_batch_with_predictions(imgs)
+        for lab, pp in zip(data.labels[i : i + 32], preds or []):
+            confusion[names.index(lab), names.index(pp[0].label)] += 1
+    n = int(confusion.sum())
+    return {"data": data.source, "n_images": n, "accuracy": round(float(np.trace(confusion)) / max(1, n), 4),
+            "confusion": {"rows_true_cols_predicted": names, "matrix": confusion.tolist()}}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -144,12 +144,17 @@ class ImagePreprocess:
 
     def __call__(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Preprocess a batch: returns ``float32[n, 3, size, size]`` (NCHW), normalised."""
-        batch = np.empty((len(images), 3, self.size, self.size), dtype=np.float32)
-        mean = np.asarray(self.mean, dtype=np.float32).reshape(3, 1, 1)
-        std = np.asarray(self.std, dtype=np.float32).reshape(3, 1, 1)
-        for i, img in enumerate(images):
-            chw = self.image_to_array(img).transpose(2, 0, 1).astype(np.float32) / np.float32(255.0)
-            batch[i] = (chw - mean) / std
+        if not len(images):
+            return np.empty((0, 3, self.size, self.size), dtype=np.float32)
+        # one vectorised pass over the batch (the same float32 operations per element as
+        # normalising image by image, so the result is bit-identical)
+        mean = np.asarray(self.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+        std = np.asarray(self.std, dtype=np.float32).reshape(1, 3, 1, 1)
+        hwc = np.stack([self.image_to_array(img) for img in images])
+        batch = np.ascontiguousarray(hwc.transpose(0, 3, 1, 2), dtype=np.float32)
+        batch /= np.float32(255.0)
+        batch -= mean
+        batch /= std
         return batch
 
     def to_dict(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from ..images import ImageLimits, load_image
+from .classifier import IMAGE_EXTS  # noqa: F401  (re-exported)
 from .nets import FeaturesAndLogits, SmallConvNet
 from .onnx_embedding import sha256_file
 from .preprocess import ImagePreprocess
@@ -40,7 +42,6 @@ __all__ = [
 
 #: Preprocessing of the trained nets: letterbox on white to 64x64, ``(x - 0.5) / 0.25`` on [0, 1].
 TRAIN_PREPROCESS = ImagePreprocess(size=64, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), resize="letterbox")
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".gif", ".tif", ".tiff", ".bmp", ".webp", ".pdf"}
 OPSET = 18
 
 
@@ -186,7 +187,9 @@ def export_onnx(net: SmallConvNet, out: Path, with_logits: bool = True) -> None:
     s = TRAIN_PREPROCESS.size
     model = FeaturesAndLogits(net.eval(), with_logits=with_logits).eval()
     example = torch.zeros(2, 3, s, s)
-    with torch.no_grad():
+    # torch's exporter emits deprecation/future warnings of its own internals; they are not ours
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         torch.onnx.export(
             model,
             (example,),
