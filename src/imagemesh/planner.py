@@ -105,7 +105,7 @@ class PlannerConfig:
 
     exact_max_rows: int = 6_000
     index_min_selectivity: float = 0.5
-    ivf_scan_rows: int = 1_024
+    ivf_scan_rows: int = 2_048
     ivf_min_nprobe: int = 8
     nlist: int | None = None
     cache_bytes: int = 1 << 30

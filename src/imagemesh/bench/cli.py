@@ -30,7 +30,7 @@ def run_cli(*, quick: bool, sizes: str, demo: bool, contenders: str | None, quer
         scratch = Path(tempfile.mkdtemp(prefix="imagemesh-bench-"))
         cfg = BenchConfig(sizes=[20_000], demo=False, contenders=names or ["planner"], queries=min(queries, 100), budget_s=min(budget, 0.2), reps=reps, out=scratch / "results", work=scratch / "work", quick=True)
     else:
-        cfg = BenchConfig(sizes=[_size(s) for s in sizes.split(",") if s.strip()], demo=demo, contenders=names, queries=queries, budget_s=budget, reps=reps, out=out, work=work)
+        cfg = BenchConfig(sizes=[_size(s) for s in sizes.split(",") if s.strip()], demo=demo, contenders=names, queries=queries, budget_s=budget, reps=reps, out=out, work=work, reuse=os.environ.get("IMAGEMESH_BENCH_REUSE") == "1")
     log = (lambda s: click.echo(s, err=True)) if as_json else (lambda s: click.echo(s))
     results = run_benchmark(cfg, log=log)
     stem = tag or ("bench-quick" if quick else "bench-" + "-".join(s.strip() for s in sizes.split(",")))

@@ -50,6 +50,7 @@ class BenchConfig:
     quick: bool = False
     seed: int = 0
     build_threads: int = 2
+    reuse: bool = False  # reuse FAISS index files already in ``work`` (build figures then come from the run that built them)
 
 
 CONTENDERS = ["planner", "exact", "hnsw", "hnsw-post", "ivf", "ivfpq", "annoy", "annoy-post", "lance-pre", "lance-post"]
@@ -197,6 +198,14 @@ def _human(n: int) -> str:
 
 
 def _rss_peak_mb() -> float:
+    """Peak RSS of this process (``VmHWM``; ``ru_maxrss`` would carry the parent's peak
+    across fork + exec on Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -407,6 +416,8 @@ def run_dataset(ds: Dataset, cfg: BenchConfig, log: Callable[[str], None]) -> di
 
     def build_faiss(tag: str, params: dict[str, Any]) -> FaissIndex:
         path = work / f"{tag}.faiss"
+        if tag not in res["builds"] and cfg.reuse and path.is_file():
+            res["builds"][tag] = {"reused": str(path), "index_bytes": path.stat().st_size, "params": params}
         if tag not in res["builds"]:
             log(f"  building {tag} {params}")
             res["builds"][tag] = {**_spawn_build("faiss", ds, path, params, cfg.build_threads), "params": params}
