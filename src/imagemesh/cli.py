@@ -172,10 +172,26 @@ def _serve(c: Any, host: str, port: int, frontend: str, open_msg: str | None = N
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (loopback by default).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--frontend", default="explorer", show_default=True, help="Frontend registered in the imagemesh.frontends entry-point group.")
-def serve(collection: Path, host: str, port: int, frontend: str) -> None:
-    """Serve the web explorer for COLLECTION."""
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Server processes (they share the memory-mapped vectors and indices).")
+@click.option("--reload-interval", default=1.0, show_default=True, type=click.FloatRange(0, 3600), help="Seconds between checks of manifest.json for a new collection version (served without downtime).")
+@click.option("--request-timeout", default=30.0, show_default=True, type=click.FloatRange(0.1, 3600), help="Longest time for one request (then 503).")
+def serve(collection: Path, host: str, port: int, frontend: str, workers: int, reload_interval: float, request_timeout: float) -> None:
+    """Serve the web explorer for COLLECTION.
+
+    Binds 127.0.0.1 unless --host says otherwise; read-only; keeps no request log. A new
+    version of the collection (a finished build or repair) is picked up without downtime.
+    """
+    from .registry import default_registries
+    from .web.serve import run
+
     c = _open(collection)
-    _serve(c, host, port, frontend)
+    try:
+        default_registries().frontends.get(frontend)
+    except RegistryError as e:
+        _fail(str(e))
+    click.echo(f"imagemesh: serving {c.root} at http://{host}:{port}/ with {workers} worker(s)  (Ctrl-C to stop)")
+    run(collection, host=host, port=port, frontend=frontend, workers=workers, check_interval=reload_interval,
+        timeout_s=request_timeout, collection=c if workers == 1 else None)
 
 
 def _cache_dir() -> Path:

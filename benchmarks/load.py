@@ -1,0 +1,454 @@
+"""Loopback load test of `imagemesh serve` (bounded: fixed duration, stops by itself).
+
+For each collection -- the bundled demo (166 real arXiv figures) and a synthetic
+1M-image collection written directly in the collection format -- it starts
+``imagemesh serve DIR --workers W`` on 127.0.0.1, then runs ``--connections`` keep-alive
+HTTP/1.1 connections for ``--seconds`` against a mix of ``/api/neighbors``,
+``/api/random``, ``/api/facets`` and ``/api/images/{id}/thumbnail``, and records per-request
+latency, errors, throughput and the server's RSS/PSS (all its processes) every second.
+Half-way it switches the collection to a new version (a new build folder + an atomically
+replaced manifest) and records when the workers start answering with the new build id;
+errors must stay 0.
+
+    python benchmarks/load.py                      # both collections, 60 s each
+    python benchmarks/load.py --only demo --seconds 10
+
+Writes ``benchmarks/results/load.json`` and ``load.md``. Only loopback addresses are used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+HOST = "127.0.0.1"  # loopback only
+
+
+# ---------------------------------------------------------------------- collections
+
+
+def demo_collection(work: Path) -> Path:
+    from importlib import resources
+
+    from imagemesh.build import BuildOptions, build_collection
+    from imagemesh.collection import open_collection
+
+    out = work / "demo"
+    try:
+        open_collection(out)
+        return out
+    except Exception:
+        pass
+    src = Path(str(resources.files("imagemesh") / "demo_data"))
+    build_collection(src, out, BuildOptions(backend="faiss", progress=False), log=lambda s: None)
+    return out
+
+
+def synthetic_collection(work: Path, n: int, dim: int = 64, seed: int = 0) -> Path:
+    """Write an ``n``-image collection directly: clustered vectors, an IVF index, plausible
+    metadata, and small real-looking thumbnails (a few hundred distinct JPEGs, reused)."""
+    import io
+
+    import faiss
+    import lancedb
+    import pyarrow as pa
+    from PIL import Image, ImageDraw
+
+    from imagemesh.build import _finish, _new_build_dir
+    from imagemesh.manifest import Manifest, sha256_file
+    from imagemesh.models.raw import RawPixels
+    from imagemesh.pca import fit_pca
+    from imagemesh.schema import IMAGES_ARROW_SCHEMA, MEDIA_ARROW_SCHEMA
+
+    out = work / f"synthetic-{n}"
+    if (out / "manifest.json").exists():
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    t0 = time.time()
+    build_id, partial = _new_build_dir(out)
+
+    # vectors: 2000 Gaussian clusters on the unit sphere (cosine embedding like "raw")
+    centers = rng.standard_normal((2000, dim)).astype(np.float32)
+    vec_file = partial / "vectors" / "raw.npy"
+    mm = np.lib.format.open_memmap(vec_file, mode="w+", dtype=np.float32, shape=(n, dim))
+    step = 100_000
+    for s in range(0, n, step):
+        m = min(step, n - s)
+        x = centers[rng.integers(0, len(centers), m)] + 0.35 * rng.standard_normal((m, dim)).astype(np.float32)
+        mm[s : s + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    mm.flush()
+    del mm
+    vectors = np.load(vec_file, mmap_mode="r")
+    print(f"  vectors {time.time() - t0:.0f}s", flush=True)
+
+    recipe = "IVF1024,Flat"
+    index = faiss.index_factory(dim, recipe, faiss.METRIC_L2)
+    index.train(np.ascontiguousarray(vectors[rng.choice(n, 65_536, replace=False)]))
+    for s in range(0, n, step):
+        index.add(np.ascontiguousarray(vectors[s : s + step]))
+    idx_file = partial / "index" / "raw.faiss"
+    faiss.write_index(index, str(idx_file))
+    del index
+    print(f"  index {time.time() - t0:.0f}s", flush=True)
+
+    emb = RawPixels()
+    reducer = fit_pca(iter([rng.standard_normal((512, emb.dim)).astype(np.float32)]), 512, emb.dim, dim)
+    pca_file = partial / "pca" / "raw.npz"
+    reducer.save(pca_file)
+
+    thumbs = []
+    for i in range(300):
+        im = Image.new("RGB", (160, 120), tuple(int(v) for v in rng.integers(120, 256, 3)))
+        d = ImageDraw.Draw(im)
+        for _ in range(6):
+            xy = sorted(rng.integers(0, 160, 2).tolist()), sorted(rng.integers(0, 120, 2).tolist())
+            d.rectangle([xy[0][0], xy[1][0], xy[0][1], xy[1][1]], outline=tuple(int(v) for v in rng.integers(0, 120, 3)), width=2)
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=80)
+        thumbs.append(buf.getvalue())
+
+    cats = [("cs", "cs.CV"), ("cs", "cs.CL"), ("cs", "cs.LG"), ("stat", "stat.ML"), ("math", "math.OC"), ("physics", "physics.optics"), ("q-bio", "q-bio.NC"), ("eess", "eess.IV")]
+    words = "attention transformer speech image graph network learning model robust sparse optimal kernel quantum neural diffusion translation".split()
+    db = lancedb.connect(str(out / "lance"))
+    images_tbl = media_tbl = None
+    wstep = 200_000
+    for s in range(0, n, wstep):
+        ids = np.arange(s, min(n, s + wstep))
+        ci = rng.integers(0, len(cats), len(ids))
+        yr = rng.integers(2007, 2025, len(ids))
+        rows = []
+        for r, c, y in zip(ids.tolist(), ci.tolist(), yr.tolist()):
+            w = [words[(r * 7 + j * 13) % len(words)] for j in range(4)]
+            aid = f"{y % 100:02d}{(r % 12) + 1:02d}.{r:05d}"
+            rows.append({
+                "row_id": r, "image_key": f"{aid}v1/fig{r % 5 + 1}", "arxiv_id": aid, "version": 1,
+                "title": f"{w[0].title()} {w[1]} for {w[2]} {w[3]}", "authors": f"A. Author{r % 997}, B. Writer{r % 313}",
+                "authors_list": [f"A. Author{r % 997}", f"B. Writer{r % 313}"], "abstract": None,
+                "caption": f"Figure {r % 5 + 1}: {w[1]} {w[3]} results", "figure": str(r % 5 + 1),
+                "archive": cats[c][0], "category": cats[c][1], "categories": [cats[c][1]], "year": y,
+                "width": 640, "height": 480, "content_sha256": None, "predictions": None,
+            })
+        t_img = pa.Table.from_pylist([{f.name: row.get(f.name) for f in IMAGES_ARROW_SCHEMA} for row in rows], schema=IMAGES_ARROW_SCHEMA)
+        t_med = pa.Table.from_pydict({"row_id": ids, "thumb": [thumbs[r % len(thumbs)] for r in ids.tolist()], "image": [thumbs[r % len(thumbs)] for r in ids.tolist()]}, schema=MEDIA_ARROW_SCHEMA)
+        if images_tbl is None:
+            images_tbl = db.create_table("images", data=t_img)
+            media_tbl = db.create_table("media", data=t_med)
+        else:
+            images_tbl.add(t_img)
+            media_tbl.add(t_med)
+        print(f"  tables {min(n, s + wstep)}/{n} {time.time() - t0:.0f}s", flush=True)
+    assert images_tbl is not None and media_tbl is not None
+    images_tbl.optimize()
+    media_tbl.optimize()
+    entry = {
+        "config": emb.config().to_dict(),
+        "dim": dim,
+        "pca": {**reducer.describe(), "fitted_on": 512, "file": "pca/raw.npz", "sha256": sha256_file(pca_file)},
+        "vectors": {"file": "vectors/raw.npy", "shape": [n, dim], "bytes": vec_file.stat().st_size, "sha256": sha256_file(vec_file)},
+        "index": {"backend": "faiss", "params": {"recipe": recipe, "nprobe": 16, "ntotal": n}, "file": "index/raw.faiss", "bytes": idx_file.stat().st_size, "sha256": sha256_file(idx_file)},
+    }
+    m = Manifest(build_id=build_id, data_dir=f"builds/{build_id}", n_images=n,
+                 table={"dir": "lance", "name": "images", "version": int(images_tbl.version), "media": "media", "media_version": int(media_tbl.version)},
+                 embeddings={"raw": entry}, created=datetime.now(timezone.utc).isoformat(timespec="seconds"), source={"synthetic": True, "seed": seed})
+    _finish(out, partial, m)
+    print(f"  synthetic collection of {n} images in {time.time() - t0:.0f}s, {_du(out) / 1e9:.2f} GB", flush=True)
+    return out
+
+
+def bump_version(root: Path) -> str:
+    """A new version of the same content: hard-linked build folder + new manifest (atomic)."""
+    from imagemesh.build import _finish, _new_build_dir
+    from imagemesh.manifest import Manifest
+
+    m = Manifest.read(root)
+    build_id, partial = _new_build_dir(root)
+    old = root / m.data_dir
+    for p in old.rglob("*"):
+        if p.is_file():
+            dst = partial / p.relative_to(old)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.link(p, dst)
+    m.build_id, m.data_dir = build_id, f"builds/{build_id}"
+    _finish(root, partial, m)
+    return build_id
+
+
+def _du(p: Path) -> int:
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+
+# ---------------------------------------------------------------------- server
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def _tree(pid: int) -> list[int]:
+    out = [pid]
+    try:
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            out += _tree(int(child))
+    except OSError:
+        pass
+    return out
+
+
+def _mem(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) in bytes of a process and its children (PSS splits shared pages)."""
+    rss = pss = 0
+    for p in _tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1]) * 1024
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return rss, pss
+
+
+# ---------------------------------------------------------------------- client
+
+
+async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> tuple[int, bytes]:
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: keep-alive\r\n\r\n".encode())
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    length = 0
+    for ln in lines[1:]:
+        if ln.lower().startswith("content-length:"):
+            length = int(ln.split(":", 1)[1])
+    body = await reader.readexactly(length) if length else b""
+    return status, body
+
+
+def _paths(rng: random.Random, n: int, embeddings: list[str]) -> tuple[str, str]:
+    r = rng.random()
+    f = quote(json.dumps(rng.choice([{"year": {"gte": 2020}}, {"keyword": "speech"}, {"archive": "cs"}])))
+    if r < 0.35:
+        q = f"/api/neighbors?id={rng.randrange(n)}&k=20&embedding={rng.choice(embeddings)}"
+        return "neighbors", q + (f"&filter={f}" if rng.random() < 0.25 else "")
+    if r < 0.55:
+        return "random", f"/api/random?n=40&seed={rng.randrange(10**6)}" + (f"&filter={f}" if rng.random() < 0.25 else "")
+    if r < 0.65:
+        return "facets", "/api/facets" + (f"?filter={f}" if rng.random() < 0.5 else "")
+    return "thumbnail", f"/api/images/{rng.randrange(n)}/thumbnail"
+
+
+async def _load(port: int, seconds: float, connections: int, n: int, embeddings: list[str], on_half: Any) -> dict[str, Any]:
+    lat: dict[str, list[float]] = {}
+    errors: list[str] = []
+    builds_seen: list[tuple[float, str]] = []
+    t_end = time.monotonic() + seconds
+    t0 = time.monotonic()
+    count = 0
+
+    async def worker(i: int) -> None:
+        nonlocal count
+        rng = random.Random(i)
+        reader, writer = await asyncio.open_connection(HOST, port)
+        try:
+            while time.monotonic() < t_end:
+                kind, path = _paths(rng, n, embeddings)
+                t = time.perf_counter()
+                try:
+                    status, _ = await _request(reader, writer, path)
+                except (OSError, asyncio.IncompleteReadError, ValueError) as e:
+                    errors.append(f"{kind}: {type(e).__name__}")
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(HOST, port)
+                    continue
+                dt = time.perf_counter() - t
+                count += 1
+                if status != 200:
+                    errors.append(f"{kind}: HTTP {status}")
+                lat.setdefault(kind, []).append(dt)
+        finally:
+            writer.close()
+
+    async def probe() -> None:
+        reader, writer = await asyncio.open_connection(HOST, port)
+        last = None
+        while time.monotonic() < t_end:
+            status, body = await _request(reader, writer, "/api/info")
+            if status != 200:
+                errors.append(f"info: HTTP {status}")
+            else:
+                b = json.loads(body)["build_id"]
+                if b != last:
+                    builds_seen.append((round(time.monotonic() - t0, 2), b))
+                    last = b
+            await asyncio.sleep(0.1)
+        writer.close()
+
+    async def switch() -> None:
+        await asyncio.sleep(seconds / 2)
+        t = time.monotonic() - t0
+        new = await asyncio.to_thread(on_half)
+        switch_info.update({"at_s": round(t, 2), "done_s": round(time.monotonic() - t0, 2), "new_build": new})
+
+    switch_info: dict[str, Any] = {}
+    await asyncio.gather(*(worker(i) for i in range(connections)), probe(), switch())
+    elapsed = time.monotonic() - t0
+    allv = [x for v in lat.values() for x in v]
+
+    def stats(v: list[float]) -> dict[str, float]:
+        a = np.asarray(v) * 1000
+        return {"n": int(a.size), "p50_ms": round(float(np.percentile(a, 50)), 2), "p99_ms": round(float(np.percentile(a, 99)), 2), "max_ms": round(float(a.max()), 2)}
+
+    return {
+        "requests": count, "seconds": round(elapsed, 2), "throughput_rps": round(count / elapsed, 1),
+        "errors": len(errors), "error_kinds": sorted(set(errors))[:20],
+        "all": stats(allv), "by_endpoint": {k: stats(v) for k, v in sorted(lat.items())},
+        "version_switch": {**switch_info, "builds_seen_by_probe": builds_seen},
+    }
+
+
+def run_one(name: str, root: Path, seconds: float, connections: int, workers: int) -> dict[str, Any]:
+    from imagemesh.collection import open_collection
+
+    c = open_collection(root)
+    n, embeddings, before = len(c), c.embeddings, c.manifest.build_id
+    del c
+    port = _free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "imagemesh.cli", "serve", str(root), "--host", HOST, "--port", str(port), "--workers", str(workers)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        t0 = time.monotonic()
+        while True:  # wait until every worker answers
+            try:
+                with socket.create_connection((HOST, port), timeout=1) as s:
+                    s.sendall(b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                    if s.recv(20).startswith(b"HTTP/1.1 200"):
+                        break
+            except OSError:
+                pass
+            if time.monotonic() - t0 > 600 or proc.poll() is not None:
+                raise RuntimeError(f"server did not start: {proc.stdout.read().decode()[-2000:] if proc.stdout else ''}")
+            time.sleep(0.5)
+        startup = time.monotonic() - t0
+        time.sleep(2.0)
+        mem: list[dict[str, float]] = []
+        stop = False
+
+        async def sample() -> None:
+            t_s = time.monotonic()
+            while not stop:
+                rss, pss = _mem(proc.pid)
+                mem.append({"t_s": round(time.monotonic() - t_s, 1), "rss_mb": round(rss / 2**20, 1), "pss_mb": round(pss / 2**20, 1)})
+                await asyncio.sleep(1.0)
+
+        async def main() -> dict[str, Any]:
+            nonlocal stop
+            task = asyncio.create_task(sample())
+            res = await _load(port, seconds, connections, n, embeddings, lambda: bump_version(root))
+            stop = True
+            await task
+            return res
+
+        res = asyncio.run(main())
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+    server_log = out.decode(errors="replace").strip().splitlines()
+    rss = [m["rss_mb"] for m in mem]
+    res.update({
+        "collection": name, "n_images": n, "workers": workers, "connections": connections, "startup_s": round(startup, 1),
+        "build_before": before, "memory": {"samples": mem, "rss_mb_first": rss[0] if rss else None, "rss_mb_max": max(rss) if rss else None, "rss_mb_last": rss[-1] if rss else None},
+        "collection_bytes": _du(root), "server_log_lines": server_log[:50],
+    })
+    return res
+
+
+def to_markdown(results: dict[str, Any]) -> str:
+    lines = [
+        "# Load test: `imagemesh serve` on loopback",
+        "",
+        f"{results['when']}, machine: {results['machine']}. Load average before/after: {results['loadavg_before']} / {results['loadavg_after']} "
+        "(other jobs shared the machine; the load generator runs on the same 2 cores).",
+        "",
+        "| collection | images | workers | conns | seconds | requests | req/s | errors | p50 ms | p99 ms | RSS MB first → max → last | PSS MB max |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results["runs"]:
+        m = r["memory"]
+        pss = max((s["pss_mb"] for s in m["samples"]), default=None)
+        lines.append(f"| {r['collection']} | {r['n_images']:,} | {r['workers']} | {r['connections']} | {r['seconds']} | {r['requests']:,} | {r['throughput_rps']} | {r['errors']} | "
+                     f"{r['all']['p50_ms']} | {r['all']['p99_ms']} | {m['rss_mb_first']} → {m['rss_mb_max']} → {m['rss_mb_last']} | {pss} |")
+    for r in results["runs"]:
+        lines += ["", f"## {r['collection']}: per endpoint", "", "| endpoint | requests | p50 ms | p99 ms | max ms |", "|---|---|---|---|---|"]
+        for k, s in r["by_endpoint"].items():
+            lines.append(f"| {k} | {s['n']:,} | {s['p50_ms']} | {s['p99_ms']} | {s['max_ms']} |")
+        v = r["version_switch"]
+        lines += ["", f"Version switch at {v.get('at_s')} s (manifest replaced by {v.get('done_s')} s): builds seen by the /api/info probe "
+                  f"{v.get('builds_seen_by_probe')}; errors during the whole run: {r['errors']}."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--synthetic-n", type=int, default=1_000_000)
+    ap.add_argument("--only", choices=["demo", "synthetic"], default=None)
+    ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / ".work" / "load")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--tag", default="load")
+    a = ap.parse_args()
+    a.work.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": f"{os.cpu_count()} cores",
+        "loadavg_before": [round(x, 2) for x in os.getloadavg()], "settings": {k: str(v) for k, v in vars(a).items()}, "runs": [],
+    }
+    todo = []
+    if a.only in (None, "demo"):
+        print("demo collection ...", flush=True)
+        todo.append(("demo", demo_collection(a.work)))
+    if a.only in (None, "synthetic"):
+        print(f"synthetic collection of {a.synthetic_n} ...", flush=True)
+        todo.append((f"synthetic-{a.synthetic_n}", synthetic_collection(a.work, a.synthetic_n)))
+    for name, root in todo:
+        print(f"load: {name}, {a.seconds:g} s x {a.connections} connections, {a.workers} workers ...", flush=True)
+        r = run_one(name, root, a.seconds, a.connections, a.workers)
+        print(f"  {r['requests']} requests, {r['throughput_rps']} req/s, p50 {r['all']['p50_ms']} ms, p99 {r['all']['p99_ms']} ms, errors {r['errors']}, "
+              f"RSS {r['memory']['rss_mb_first']} -> {r['memory']['rss_mb_max']} MB; builds seen {r['version_switch'].get('builds_seen_by_probe')}", flush=True)
+        results["runs"].append(r)
+    results["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / f"{a.tag}.json").write_text(json.dumps(results, indent=1))
+    (a.out / f"{a.tag}.md").write_text(to_markdown(results))
+    print(f"wrote {a.out / (a.tag + '.json')} and .md")
+
+
+if __name__ == "__main__":
+    main()
