@@ -51,6 +51,7 @@ from .arxiv import MetadataRecord, Taxonomy, read_snapshot
 from .embedding import Embedding, EmbeddingConfig
 from .images import ImageLimits, ImageLoadError, load_image, make_thumbnail
 from .manifest import Manifest, ManifestError, atomic_write_bytes, sha256_file
+from .models.pipeline import embed_prepared, prefetched
 from .pca import PcaReducer, fit_pca
 from .projection import project_2d
 from .registry import Registries, default_registries
@@ -87,6 +88,10 @@ class BuildOptions:
         progress: show progress bars.
         threads: ONNX Runtime intra-op threads (0 = its default).
         map_2d: compute a 2-D map of each embedding for the explorer's map view.
+        executor: ``"local"`` (decode thread + ONNX Runtime in this process) or ``"ray"``
+            (:func:`add_embedding` on Ray Data, see :mod:`imagemesh.distributed`).
+        ray_address, ray_cpus, ray_actors: Ray cluster address (``None``: start a local Ray
+            with ``ray_cpus`` CPUs) and the size of the actor pool.
     """
 
     embeddings: list[str] | None = None
@@ -99,6 +104,10 @@ class BuildOptions:
     progress: bool = True
     threads: int = 0
     map_2d: bool = True
+    executor: str = "local"
+    ray_address: str | None = None
+    ray_cpus: int | None = None
+    ray_actors: int = 2
 
 
 @dataclass
@@ -204,9 +213,9 @@ def _embed_all(embeddings: Sequence[Embedding], images: list[Image.Image]) -> di
     return out
 
 
-def _process_chunk(items: Sequence[SourceItem], embeddings: Sequence[Embedding], limits: ImageLimits) -> dict[str, np.ndarray]:
-    """Decode, make canonical image + thumbnail, and embed one chunk. Image failures are
-    recorded, never raised."""
+def _decode_chunk(items: Sequence[SourceItem], limits: ImageLimits) -> tuple[dict[str, np.ndarray], list[Image.Image]]:
+    """Decode one chunk and make canonical images + thumbnails. Image failures are
+    recorded, never raised. Returns the chunk arrays (without vectors) and the images."""
     images: list[Image.Image] = []
     ok = np.zeros(len(items), dtype=bool)
     errors = [""] * len(items)
@@ -240,8 +249,21 @@ def _process_chunk(items: Sequence[SourceItem], embeddings: Sequence[Embedding],
         **_pack(thumbs, "thumb"),
         **_pack(canon, "image"),
     }
-    out.update(_embed_all(embeddings, images))
-    return out
+    return out, images
+
+
+def _decode_and_prepare(items: Sequence[SourceItem], embeddings: Sequence[Embedding], limits: ImageLimits) -> tuple[dict[str, np.ndarray], list[Any], int]:
+    """The CPU work before the networks (decode, canonical image, thumbnail, each
+    embedding's :meth:`~Embedding.prepare`): runs in the pipeline's background thread."""
+    data, images = _decode_chunk(items, limits)
+    return data, [emb.prepare(images) if images else [] for emb in embeddings], len(images)
+
+
+def _process_chunk(items: Sequence[SourceItem], embeddings: Sequence[Embedding], limits: ImageLimits) -> dict[str, np.ndarray]:
+    """Decode, make canonical image + thumbnail, and embed one chunk (no overlap)."""
+    data, prepared, n = _decode_and_prepare(items, embeddings, limits)
+    data.update(embed_prepared(embeddings, prepared, n))
+    return data
 
 
 def _save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -489,13 +511,20 @@ def build_collection(
     chunk_paths = [work / f"chunk-{n:05d}.npz" for n in range(len(chunks))]
     reused = 0
     bar = tqdm(total=len(todo), unit="img", desc="images", disable=not options.progress)
-    for chunk, path in zip(chunks, chunk_paths):
+    pending: list[int] = []
+    for n_chunk, (chunk, path) in enumerate(zip(chunks, chunk_paths)):
         data = _load_chunk(path) if path.exists() else None
         if data is not None and list(data["keys"]) == [it.key for it in chunk]:
             reused += 1
+            bar.update(len(chunk))
         else:
-            _save_npz_atomic(path, _process_chunk(chunk, embeddings, options.limits))
-        bar.update(len(chunk))
+            pending.append(n_chunk)
+        del data
+    # Decoding/resizing of chunk i+1 (one background thread) overlaps the networks on chunk i.
+    for n_chunk, (data, prepared, n_ok) in prefetched(pending, lambda i: _decode_and_prepare(chunks[i], embeddings, options.limits)):
+        data.update(embed_prepared(embeddings, prepared, n_ok))
+        _save_npz_atomic(chunk_paths[n_chunk], data)
+        bar.update(len(chunks[n_chunk]))
     bar.close()
 
     # -- stage 2: rows, metadata and media
@@ -603,6 +632,28 @@ def build_collection(
     return report
 
 
+def _ray_embed_into_chunks(out: Path, name: str, dim: int, n: int, options: BuildOptions, chunk_paths: Sequence[Path], bar: Any) -> None:
+    """Embed every row on Ray Data and write the same chunk files as the local executor."""
+    from .distributed import ray_embed_rows
+
+    work = chunk_paths[0].parent
+    vec = np.lib.format.open_memmap(work / "ray-vectors.npy", mode="w+", dtype=np.float32, shape=(n, dim))
+    preds = [""] * n
+    seen = np.zeros(n, dtype=bool)
+    for ids, vecs, pj in ray_embed_rows(out, name, n, batch_size=options.chunk_size, num_actors=options.ray_actors, address=options.ray_address, num_cpus=options.ray_cpus, progress=bar.update):
+        vec[ids] = vecs
+        seen[ids] = True
+        for i, p in zip(ids.tolist(), pj):
+            preds[i] = p
+    if not seen.all():
+        raise RuntimeError(f"Ray returned {int(seen.sum())} of {n} rows")
+    for k, path in enumerate(chunk_paths):
+        s, e = k * options.chunk_size, min(n, (k + 1) * options.chunk_size)
+        _save_npz_atomic(path, {f"vec__{name}": np.asarray(vec[s:e]), f"pred__{name}": np.array(preds[s:e], dtype=str)})
+    del vec
+    (work / "ray-vectors.npy").unlink(missing_ok=True)
+
+
 def add_embedding(
     out: Path,
     name: str,
@@ -646,20 +697,34 @@ def add_embedding(
     work = out / ".work" / f"embed-{emb.name}-{hashlib.sha256(json.dumps(emb.config().to_dict(), sort_keys=True).encode()).hexdigest()[:12]}-{c.manifest.build_id}"
     work.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=n, unit="img", desc=f"embedding {emb.name}", disable=not options.progress)
-    chunk_paths = []
     predictions: list[str] = []
-    for s in range(0, n, options.chunk_size):
-        rows = list(range(s, min(n, s + options.chunk_size)))
-        path = work / f"chunk-{s // options.chunk_size:05d}.npz"
+    starts = list(range(0, n, options.chunk_size))
+    chunk_paths = [work / f"chunk-{s // options.chunk_size:05d}.npz" for s in starts]
+    pending = []
+    for s, path in zip(starts, chunk_paths):
         data = _load_chunk(path) if path.exists() else None
-        if data is None or len(data[f"vec__{emb.name}"]) != len(rows):
-            images = [decode_jpeg(b) for b in c.images(rows)]
-            data = _embed_all([emb], images)
-            _save_npz_atomic(path, data)
-        predictions.extend(data[f"pred__{emb.name}"].tolist())
-        chunk_paths.append(path)
-        bar.update(len(rows))
+        if data is None or len(data[f"vec__{emb.name}"]) != min(n, s + options.chunk_size) - s:
+            pending.append(s)
+        else:
+            bar.update(len(data[f"vec__{emb.name}"]))
+
+    def read_and_prepare(s: int) -> Any:
+        images = [decode_jpeg(b) for b in c.images(list(range(s, min(n, s + options.chunk_size))))]
+        return emb.prepare(images), len(images)
+
+    if options.executor == "ray" and pending:
+        _ray_embed_into_chunks(out, name if embedding is None else emb.name, emb.dim, n, options, chunk_paths, bar)
+        pending = []
+    elif options.executor not in ("local", "ray"):
+        raise ValueError(f"unknown executor {options.executor!r}; use 'local' or 'ray'")
+    # Reading + decoding + resizing chunk i+1 (background thread) overlaps the network on chunk i.
+    for s, (prepared, n_rows) in prefetched(pending, read_and_prepare):
+        _save_npz_atomic(chunk_paths[s // options.chunk_size], embed_prepared([emb], [prepared], n_rows))
+        bar.update(n_rows)
     bar.close()
+    for path in chunk_paths:
+        with np.load(path, allow_pickle=False) as z:
+            predictions.extend(z[f"pred__{emb.name}"].tolist())
 
     def raw_batches() -> Iterator[np.ndarray]:
         for p in chunk_paths:

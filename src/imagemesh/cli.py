@@ -325,6 +325,177 @@ def verify(collection: Path, repair: bool, no_models: bool, as_json: bool) -> No
     sys.exit(0 if report.ok else 1)
 
 
+# ---------------------------------------------------------------- embeddings: embed, models, train
+# (self-contained block; heavy imports stay inside the commands)
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        return [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        _fail(f"{what}: expected comma-separated numbers, got {text!r}")
+        raise  # unreachable
+
+
+@cli.command("embed")
+@click.argument("collection", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--embedding", "-e", required=True, help="Embedding name (see `imagemesh models list`).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="local: decode thread + ONNX Runtime here; ray: Ray Data actor pool (the `ray` extra).")
+@click.option("--ray-address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray).")
+@click.option("--ray-cpus", default=None, type=click.IntRange(1, 4096), help="CPUs of the local Ray started when there is no address.")
+@click.option("--ray-actors", default=2, show_default=True, type=click.IntRange(1, 4096), help="Actors in the pool (each loads the model once).")
+@click.option("--chunk-size", default=64, show_default=True, type=click.IntRange(1, 100_000), help="Images per batch and resumable chunk.")
+@click.option("--threads", default=0, type=click.IntRange(0, 256), help="ONNX Runtime threads (0 = default).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def embed_cmd(collection: Path, embedding: str, executor: str, ray_address: str | None, ray_cpus: int | None, ray_actors: int, chunk_size: int, threads: int, quiet: bool) -> None:
+    """Add (or recompute) an embedding of an existing collection, with its PCA and index,
+    from the stored canonical images (no re-ingest)."""
+    from .build import BuildOptions, add_embedding
+    from .collection import CollectionError
+    from .manifest import ManifestError
+
+    opts = BuildOptions(chunk_size=chunk_size, threads=threads, progress=not quiet, executor=executor,
+                        ray_address=ray_address or os.environ.get("RAY_ADDRESS"), ray_cpus=ray_cpus, ray_actors=ray_actors)
+    log = (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))
+    try:
+        entry = add_embedding(collection, embedding, opts, log=log)
+    except (CollectionError, ManifestError, RegistryError, ValueError, RuntimeError) as e:
+        _fail(str(e))
+    click.echo(f"embedding {embedding}: {entry['config']['dim']}-d -> PCA {entry['dim']}-d, index {entry['index']['backend']}; collection {collection}")
+
+
+@cli.group("models")
+def models_group() -> None:
+    """Embedding models: list the available ones, import an ONNX model."""
+
+
+@models_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+def models_list_cmd(as_json: bool) -> None:
+    """List the available embeddings (built-ins, plugins and imported models) with their cards."""
+    from .models.cards import list_models, models_dir
+
+    rows = list_models()
+    if as_json:
+        click.echo(json.dumps(rows, indent=1, ensure_ascii=False))
+        return
+    for r in rows:
+        if "error" in r:
+            click.echo(f"{r['name']:<14} {r['source']:<16} ERROR {r['error']}")
+            continue
+        extra = []
+        if r.get("labels"):
+            extra.append("labels " + "/".join(r["labels"][:5]))
+        if r.get("cv_accuracy") is not None:
+            extra.append(f"{r['cv_folds']}-fold CV {r['cv_accuracy'] * 100:.1f}%")
+        if r.get("nmi_successive_last") is not None:
+            extra.append(f"NMI(t-1,t) {r['nmi_successive_last']}")
+        sha = (r.get("model_sha256") or "")[:12]
+        click.echo(f"{r['name']:<14} {r['source']:<16} {r['kind']:<8} {r['dim']:>5}-d {r['metric']:<6} {sha:<12} {'; '.join(extra)}")
+    click.echo(f"(user models folder: {models_dir()})", err=True)
+
+
+@models_group.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", required=True, help="Embedding name, e.g. vgg16.")
+@click.option("--input-size", required=True, type=int, help="Square input side in pixels, e.g. 224.")
+@click.option("--mean", default="0.485,0.456,0.406", show_default=True, help="Per-channel RGB mean on the 0-1 scale.")
+@click.option("--std", default="0.229,0.224,0.225", show_default=True, help="Per-channel RGB std on the 0-1 scale.")
+@click.option("--output", required=True, help="Output (or intermediate tensor / node) holding the embedding.")
+@click.option("--input", "input_name", default=None, help="Input name (needed when the model has several).")
+@click.option("--logits", default=None, help="Output with class scores (optional; needs --labels).")
+@click.option("--labels", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Class names, one per line.")
+@click.option("--resize", type=click.Choice(["letterbox", "center_crop"]), default="letterbox", show_default=True)
+@click.option("--metric", type=click.Choice(["cosine", "l2"]), default="cosine", show_default=True)
+@click.option("--description", default=None, help="Training data / provenance for the model card.")
+@click.option("--replace", is_flag=True, help="Overwrite a user model of the same name.")
+def models_import_cmd(file: Path, name: str, input_size: int, mean: str, std: str, output: str, input_name: str | None, logits: str | None, labels: Path | None, resize: str, metric: str, description: str | None, replace: bool) -> None:
+    """Import an ONNX model FILE as an embedding (copied into the user models folder with a card)."""
+    from .models.cards import CardEmbeddingFactory, ModelImportError, import_onnx_model
+    from .registry import default_registries
+
+    regs = default_registries()
+    taken = [n for n in regs.embeddings.names() if not (replace and isinstance(regs.embeddings.get(n), CardEmbeddingFactory) and n == name)]
+    try:
+        card = import_onnx_model(file, name, input_size=input_size, mean=_floats(mean, "--mean"), std=_floats(std, "--std"), output=output,
+                                 input_name=input_name, logits=logits, labels=labels, resize=resize, metric=metric,
+                                 description=description, taken=taken, replace=replace)
+    except ModelImportError as e:
+        _fail(str(e))
+    d = json.loads(card.read_text())
+    click.echo(f"imported {name}: {d['feature_dim']}-d from {d['feature_output']!r}, sha256 {d['sha256'][:12]}…; card {card}")
+
+
+@cli.group("train")
+def train_group() -> None:
+    """Train embedding networks (needs the `train` extra: torch==2.13.0, onnx, onnxscript)."""
+
+
+def _need_torch() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        _fail("training needs the train extra: pip install -e '.[train]'  (pins torch==2.13.0)")
+
+
+@train_group.command("classifier")
+@click.argument("labels", type=click.Path(exists=True, path_type=Path))
+@click.option("--name", required=True, help="Embedding name for the card.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="ONNX file to write (default: <models folder>/<name>.onnx, registered at once).")
+@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None, help="Folder of the images a labels CSV names.")
+@click.option("--folds", default=5, show_default=True, type=click.IntRange(0, 20), help="k of the k-fold cross-validation (0: none).")
+@click.option("--epochs", default=30, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--threads", default=None, type=click.IntRange(1, 256), help="torch threads.")
+def train_classifier_cmd(labels: Path, name: str, out: Path | None, images: Path | None, folds: int, epochs: int, seed: int, threads: int | None) -> None:
+    """Train a classifier embedding from LABELS: a folder with one sub-folder per label, or a CSV image_id,label."""
+    _need_torch()
+    from .models.cards import NAME_RE, models_dir
+    from .models.classifier import collect_labelled, train_classifier
+
+    if not NAME_RE.match(name):
+        _fail(f"--name {name!r}: use lowercase letters, digits, '-' and '_'")
+    try:
+        data = collect_labelled(labels, images)
+    except ValueError as e:
+        _fail(str(e))
+    card = train_classifier(data, out or models_dir() / f"{name}.onnx", name, folds=folds, epochs=epochs, seed=seed, threads=threads, log=lambda s: click.echo(s, err=True))
+    cv = card.get("cross_validation")
+    if cv:
+        click.echo(f"{name}: {cv['folds']}-fold cross-validation accuracy {cv['accuracy_mean'] * 100:.2f}% (± {cv['accuracy_std'] * 100:.2f})")
+
+
+@train_group.command("deepcluster")
+@click.argument("folders", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--name", default="deepcluster", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="ONNX file to write (default: <models folder>/<name>.onnx).")
+@click.option("-k", default=100, show_default=True, type=click.IntRange(2, 100_000), help="Number of k-means clusters.")
+@click.option("--epochs", default=30, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--threads", default=None, type=click.IntRange(1, 256), help="torch threads.")
+def train_deepcluster_cmd(folders: tuple[Path, ...], name: str, out: Path | None, k: int, epochs: int, seed: int, threads: int | None) -> None:
+    """Train a DeepCluster embedding on the images in FOLDERS; prints NMI between successive epochs."""
+    _need_torch()
+    from .models.cards import models_dir
+    from .models.classifier import _image_files
+    from .models.deepcluster import train_deepcluster
+
+    paths, ref = [], []
+    for f in folders:
+        files = _image_files(f)
+        paths += files
+        ref += [str(f)] * len(files)
+    if len(paths) < 2:
+        _fail("need at least 2 images")
+    card = train_deepcluster(paths, out or models_dir() / f"{name}.onnx", k=k, epochs=epochs, seed=seed, reference=ref if len(folders) > 1 else None,
+                             data_description="; ".join(str(f) for f in folders), threads=threads, log=lambda s: click.echo(s, err=True))
+    if name != "deepcluster":
+        card_path = Path(out or models_dir() / f"{name}.onnx").with_suffix(".json")
+        card["name"] = name
+        card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    click.echo(f"{name}: NMI between successive epochs: {card['training']['nmi_successive']}")
+
+
 def main() -> None:
     cli(prog_name="imagemesh")
 

@@ -1,7 +1,7 @@
 """The embed step on Ray Data (``imagemesh embed DIR --embedding NAME --executor ray``).
 
 Needs the optional ``ray`` extra (``pip install -e ".[ray]"``). The dataset is the
-collection's row ids (``ray.data.range(n)``); ``map_batches`` sends batches of row ids to a
+collection's row ids (``ray.data.from_numpy``); ``map_batches`` sends batches of row ids to a
 pool of actors (:class:`EmbedActor`), each of which opens the collection's media table and
 loads the ONNX model **once**, then per batch reads the canonical JPEGs of those rows,
 decodes, preprocesses and runs ONNX Runtime, and returns ``{"id", "vec", "pred"}``. The
@@ -36,7 +36,7 @@ def ray_available() -> bool:
 class EmbedActor:
     """One Ray actor: the collection and the embedding are opened once, in ``__init__``.
 
-    ``__call__({"id": int64[b]}) -> {"id": int64[b], "vec": float32[b, dim], "pred": str[b]}``
+    ``__call__({"data": int64[b]}) -> {"id": int64[b], "vec": float32[b, dim], "pred": str[b]}``
     (``pred``: JSON list of ``{label, p}``, or ``""``).
     """
 
@@ -53,7 +53,7 @@ class EmbedActor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import json
 
-        ids = np.asarray(batch["id"], dtype=np.int64)
+        ids = np.asarray(batch["data"], dtype=np.int64)
         images = [self._decode(b) for b in self._c.images(ids.tolist())]
         vecs, preds = self._emb.embed_prepared_with_predictions(self._emb.prepare(images))
         pj = [json.dumps([p.to_dict() for p in pp]) for pp in preds] if preds else [""] * len(ids)
@@ -94,7 +94,10 @@ def ray_embed_rows(
     try:
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
-        ds = ray.data.range(n, override_num_blocks=max(1, min(n, 2 * num_actors * 4)))
+        # Row ids as in-memory blocks (no read tasks: on a small local Ray every CPU can go to
+        # the actors without starving a reader).
+        n_blocks = max(1, min(n, 4 * num_actors, -(-n // batch_size)))
+        ds = ray.data.from_numpy([a for a in np.array_split(np.arange(n, dtype=np.int64), n_blocks) if len(a)])
         out = ds.map_batches(
             EmbedActor,
             fn_constructor_kwargs={"collection": str(Path(collection).resolve()), "embedding": embedding, "models_folder": str(models_folder) if models_folder else None},

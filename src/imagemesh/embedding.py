@@ -103,6 +103,19 @@ class Embedding(abc.ABC):
         """
         return self.embed_batch(images), None
 
+    def prepare(self, images: Sequence[Image.Image]) -> Any:
+        """The part of embedding that needs no network (resize, normalise), for pipelines.
+
+        A pipeline calls this in a background thread for the next batch while
+        :meth:`embed_prepared_with_predictions` runs the current one. It must be thread-safe.
+        The default returns the images unchanged (all the work then happens in the network step).
+        """
+        return list(images)
+
+    def embed_prepared_with_predictions(self, prepared: Any) -> tuple[np.ndarray, list[list[Prediction]] | None]:
+        """:meth:`embed_batch_with_predictions` on the output of :meth:`prepare`."""
+        return self.embed_batch_with_predictions(prepared)
+
     @abc.abstractmethod
     def config(self) -> EmbeddingConfig:
         """The identity of this exact model (stored in the manifest)."""

@@ -90,10 +90,15 @@ class Registries:
     frontends: Registry[Any] = field(default_factory=lambda: Registry("frontend"))
 
 
-def default_registries() -> Registries:
-    """Fresh registries holding the built-ins and any installed plugins."""
+def default_registries(models_folder: Any = None) -> Registries:
+    """Fresh registries holding the built-ins, any installed plugins and the user's imported
+    models (the cards in ``models_folder``, default ``$IMAGEMESH_MODELS`` or
+    ``~/.local/share/imagemesh/models``; see :mod:`imagemesh.models.cards`)."""
+    from .models.cards import register_user_models
+
     regs = Registries()
     regs.embeddings.load_entry_points("imagemesh.embeddings")
     regs.backends.load_entry_points("imagemesh.backends")
     regs.frontends.load_entry_points("imagemesh.frontends")
+    register_user_models(regs.embeddings, models_folder)
     return regs
