@@ -36,12 +36,14 @@ class OnnxEmbedding(BaseEmbedding):
         metric: how vectors compare (default: the card's, else ``"cosine"``).
         threads: ONNX Runtime intra-op threads (``0`` = ORT's default).
         top_k: number of predictions kept per image for classifier cards.
+        spinning: let idle ONNX Runtime threads busy-wait (ORT's default); ``False`` leaves
+            the CPU to other threads such as the pipeline's decode thread.
 
     Raises:
         ModelCardError: missing files, a hash mismatch, or outputs not in the graph.
     """
 
-    def __init__(self, card_path: Path, name: str | None = None, metric: Metric | None = None, threads: int = 0, top_k: int = 5, verify_hash: bool = True) -> None:
+    def __init__(self, card_path: Path, name: str | None = None, metric: Metric | None = None, threads: int = 0, top_k: int = 5, verify_hash: bool = True, spinning: bool = True) -> None:
         card_path = Path(card_path)
         try:
             self.card: dict[str, Any] = json.loads(card_path.read_text())
@@ -60,6 +62,9 @@ class OnnxEmbedding(BaseEmbedding):
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        # Busy-waiting of idle ORT threads (ORT's default) can take CPU from the pipeline's
+        # decode thread; an A/B on the shared 2-core machine was too noisy to decide.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         self._session = ort.InferenceSession(str(self.model_path), sess_options=opts, providers=["CPUExecutionProvider"])
         inputs = [i.name for i in self._session.get_inputs()]
         outputs = [o.name for o in self._session.get_outputs()]
