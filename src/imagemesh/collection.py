@@ -505,9 +505,19 @@ class Collection:
 
     def facets(self, where: MetadataFilter | dict[str, Any] | str | None = None, top: int = 200) -> dict[str, list[dict[str, Any]]]:
         """Value counts of ``archive``, ``category`` and ``year`` (with official names),
-        over the rows matching ``where``. A ``None`` value counts images without one."""
+        over the rows matching ``where``. A ``None`` value counts images without one.
+
+        The facet columns are read once per collection (a version never changes) and the
+        counts of recent filters are cached, so a server does not rescan the table per request."""
         mask = self.allowed(where)
-        t = self.table.search().select(["row_id", "archive", "category", "year"]).limit(None).to_arrow()
+        key = (to_lance_predicate(self._coerce_filter(where), self.schema), int(top))
+        with self._cache_lock:
+            cached = self.__dict__.setdefault("_facet_cache", OrderedDict()).get(key)
+        if cached is not None:
+            return json.loads(cached)
+        t = self.__dict__.get("_facet_columns")
+        if t is None:
+            t = self._facet_columns = self.table.search().select(["row_id", "archive", "category", "year"]).limit(None).to_arrow()
         if mask is not None:
             import pyarrow as pa
 
@@ -526,6 +536,11 @@ class Collection:
                 items.append({"value": v, "label": label or (str(v) if v is not None else "(unknown)"), "count": int(c["count_all"])})
             items.sort(key=lambda x: (-x["count"], str(x["value"])))
             out[col] = items[:top]
+        with self._cache_lock:
+            cache = self.__dict__["_facet_cache"]
+            cache[key] = json.dumps(out)
+            if len(cache) > self._filter_cache_size:
+                cache.popitem(last=False)
         return out
 
     def info(self) -> dict[str, Any]:
