@@ -38,7 +38,7 @@ from .conftest import FIGURES, require_shared
 #: The whole matrix takes several minutes; by default a representative subset runs (one
 #: kill point per stage group). IMAGEMESH_KILL_MATRIX=full runs every case.
 FULL = os.environ.get("IMAGEMESH_KILL_MATRIX") == "full"
-DEFAULT_CASES = {"embedding", "metadata-table", "index-save", "build-renamed", "append-metadata-table", "watch-partial-index"}
+DEFAULT_CASES = {"embedding", "metadata-table", "build-renamed", "append-metadata-table"}
 
 
 def _cases(points: list[tuple]) -> list:
