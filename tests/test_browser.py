@@ -65,7 +65,7 @@ def browser() -> Iterator[Any]:
 @pytest.fixture
 def page(browser: Any, server: str) -> Iterator[Any]:
     ctx = browser.new_context(viewport={"width": 1360, "height": 900}, accept_downloads=True)
-    ctx.set_default_timeout(10_000)
+    ctx.set_default_timeout(30_000)  # generous: CI machines can be slow; a wait only returns early
     pg = ctx.new_page()
     problems: list[str] = []
     pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
