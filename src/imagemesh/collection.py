@@ -34,6 +34,10 @@ HIT_COLUMNS = [
 ]
 
 
+#: Which embedding a collection answers with when none is named.
+DEFAULT_EMBEDDING_PREFERENCE = ("imagenet", "raw")
+
+
 class CollectionError(ManifestError):
     """The collection cannot be opened or does not match its manifest."""
 
@@ -188,12 +192,19 @@ class Collection:
 
     @property
     def embeddings(self) -> list[str]:
-        """Embedding names, in build order."""
-        return list(self._embeddings)
+        """Embedding names, the default first (``imagenet`` when present, as the seed
+        ImageMesh defaulted to its ImageNet CNN; else ``raw``; else the first), then the
+        others in manifest order. The default is what queries without ``embedding`` use."""
+        names = list(self._embeddings)
+        if not names:
+            return names
+        first = next((n for n in DEFAULT_EMBEDDING_PREFERENCE if n in names), names[0])
+        return [first] + [n for n in names if n != first]
 
     def embedding_info(self) -> list[dict[str, Any]]:
         out = []
-        for name, st in self._embeddings.items():
+        for name in self.embeddings:
+            st = self._embeddings[name]
             entry = self.manifest.embeddings[name]
             out.append({
                 "name": name,
