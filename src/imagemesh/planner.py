@@ -46,7 +46,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from .index import Index, pad_results
+from .index import exact_search, Index, pad_results
 
 __all__ = ["SearchPlan", "PlannerConfig", "QueryPlanner"]
 
@@ -239,7 +239,11 @@ class QueryPlanner:
             if allowed is not None and n_allowed < self.n:
                 raise ValueError("strategy 'unfiltered' needs a filter that keeps every row")
             d, i = self.index.search(q, k, **params)
-            return (*_sort_rows(d, i), SearchPlan("unfiltered", n_allowed, self.n, self.backend, sel, dict(params)))
+            # ANN indices can come back short (an IVF probing few lists): exact scan for those queries
+            short = np.flatnonzero((i >= 0).sum(1) < min(k, self.n))
+            if short.size:
+                d[short], i[short] = exact_search(np.asarray(self.vectors), q[short], k)
+            return (*_sort_rows(d, i), SearchPlan("unfiltered", n_allowed, self.n, self.backend, sel, dict(params), int(short.size)))
         if n_allowed == 0:
             d, i = pad_results(q.shape[0], k)
             return d, i, SearchPlan("exact-allowed", 0, self.n, "exact", 0.0)
