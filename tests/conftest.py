@@ -56,3 +56,32 @@ def real_collection(tmp_path_factory: pytest.TempPathFactory) -> Collection:
 def small_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """24 real figures (PDF, PNG, JPG mix) in the figures-CSV format."""
     return make_subset(tmp_path_factory.mktemp("src") / "figs", 24)
+
+
+@pytest.fixture(scope="session")
+def categorized_collection(tmp_path_factory: pytest.TempPathFactory) -> Collection:
+    """20 real figures joined with real arXiv snapshot records (titles, authors and
+    categories from 20 different papers of the sample, re-keyed to the figures' arXiv
+    ids), so archives and categories have values with official names. raw embedding,
+    exact backend."""
+    import json
+
+    from imagemesh.sources.figures_csv import read_figures_csv
+
+    root = tmp_path_factory.mktemp("categorized")
+    src = make_subset(root / "src", 20, start=40)
+    items, _ = read_figures_csv(src / "figures.csv")
+    ids = list(dict.fromkeys(str(it.metadata["arxiv_id"]) for it in items))
+    records = []
+    for line in SNAPSHOT.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("categories") and rec["categories"].split()[0] not in {r["categories"].split()[0] for r in records}:
+            records.append(rec)
+    snap = root / "snapshot.jsonl"
+    snap.write_text("".join(json.dumps(dict(r, id=i)) + "\n" for i, r in zip(ids, records)), encoding="utf-8")
+    out = root / "coll"
+    build_collection(src, out, BuildOptions(embeddings=["raw"], backend="exact", metadata_files=[snap], progress=False), log=lambda s: None)
+    return open_collection(out)

@@ -7,6 +7,7 @@ only where /usr/bin/chromium is absent (CI installs it with apt-get).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -33,14 +34,15 @@ if not CHROMIUM.exists():
 sync_api = pytest.importorskip("playwright.sync_api", reason="browser tests need the playwright package (the test extra)")
 
 
-@pytest.fixture(scope="module")
-def server(real_collection: Collection) -> Iterator[str]:
+@contextlib.contextmanager
+def live_server(collection: Collection) -> Iterator[str]:
+    """The explorer for ``collection`` under uvicorn on a free loopback port."""
     import uvicorn
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    config = uvicorn.Config(create_app(real_collection), host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off")
+    config = uvicorn.Config(create_app(collection), host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -49,9 +51,17 @@ def server(real_collection: Collection) -> Iterator[str]:
         if time.monotonic() > deadline or not thread.is_alive():
             pytest.fail("the test server did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def server(real_collection: Collection) -> Iterator[str]:
+    with live_server(real_collection) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -370,3 +380,46 @@ def test_metadata_is_rendered_as_text(page) -> None:
     page.wait_for_function("e => document.getElementById('detail-abstract').textContent === e", arg=evil)
     assert page.query_selector("#pwned") is None and page.query_selector("#tooltip b, #detail b, #grid b") is None
     assert evil in page.text_content("#tooltip") and evil in page.text_content("#detail-title")
+
+
+def test_category_dropdown_shows_official_names_and_keyword_finds_them(browser, categorized_collection) -> None:
+    """On a collection joined with arXiv snapshot records: the category dropdown lists
+    official names with counts, choosing one narrows the grid, and the keyword box (the
+    full-text index) finds images by a category's official name."""
+    from imagemesh.arxiv import Taxonomy
+
+    c = categorized_collection
+    tax = Taxonomy.load()
+    with live_server(c) as base:
+        ctx = browser.new_context(viewport={"width": 1360, "height": 900})
+        ctx.set_default_timeout(30_000)
+        pg = ctx.new_page()
+        problems: list[str] = []
+        pg.on("pageerror", lambda e: problems.append(str(e)))
+        pg.base = base
+        open_app(pg)
+        options = pg.eval_on_selector_all("#category option", "os => os.map(o => [o.value, o.textContent])")
+        facet = {f["value"]: f for f in c.facets()["category"] if f["value"]}
+        assert len(facet) >= 5
+        for value, f in facet.items():
+            name = tax.category_name(value)
+            assert name and [value, f"{value} \u2014 {name} ({f['count']})"] in options
+        shot(pg, "category-names")
+        value = max(facet, key=lambda v: facet[v]["count"])
+        pg.select_option("#category", value)
+        wait_status(pg, f"of {facet[value]['count']} matching images")
+        assert tile_ids(pg) and all(c.get(i)["category"] == value for i in tile_ids(pg))
+        assert url_state(pg)["category"] == value
+        # keyword: the official name of another category, typed in lower case
+        other = next(v for v in facet if v != value)
+        pg.select_option("#category", "")
+        pg.fill("#keyword", tax.category_name(other).lower())
+        pg.click("#search")
+        n = c.count({"keyword": tax.category_name(other)})
+        wait_status(pg, f"of {n} matching images")
+        got = set(tile_ids(pg))
+        assert {r for r in range(len(c)) if c.get(r)["category"] == other} <= got
+        assert got == set(np.flatnonzero(c.allowed({"keyword": tax.category_name(other)})).tolist())
+        shot(pg, "keyword-category-name")
+        ctx.close()
+        assert not problems, problems

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from imagemesh.text_search import compose_search_text
 from imagemesh import And, Contains, Eq, FilterError, In, Keyword, MetadataSchema, Not, Or, Range, from_dict, parse_filter, to_lance_predicate
 from imagemesh.schema import IMAGES_ARROW_SCHEMA
 
@@ -120,6 +121,7 @@ def table(tmp_path_factory: pytest.TempPathFactory):
     for i, r in enumerate(ROWS):
         full = {f.name: None for f in IMAGES_ARROW_SCHEMA}
         full.update(r, row_id=i, image_key=f"k{i}", arxiv_id=f"2301.0000{i}", version=1, abstract=None)
+        full["search_text"] = compose_search_text(full)
         rows.append(full)
     db = lancedb.connect(str(tmp_path_factory.mktemp("lance")))
     return db.create_table("images", data=pa.Table.from_pylist(rows, schema=IMAGES_ARROW_SCHEMA)), rows
@@ -133,7 +135,7 @@ def _lance_rows(tbl, f) -> set[int]:
     return set(q.to_arrow()["row_id"].to_pylist())
 
 
-texts = st.sampled_from(HOSTILE + ["cs", "transformer", "o'b", "2023", "Ω", "plots", "cs.CL", "hep-th"])
+texts = st.sampled_from(HOSTILE + ["cs", "transformer", "o'b", "2023", "Ω", "plots", "cs.CL", "hep-th", "ünïcödé plots", "o'brien TRANSFORMERS", "2301.00001"])
 text_fields = st.sampled_from(["title", "caption", "archive", "category", "authors", "categories"])
 leaf = st.one_of(
     st.builds(Eq, text_fields, texts),

@@ -56,6 +56,7 @@ from .pca import PcaReducer, fit_pca
 from .projection import project_2d
 from .registry import Registries, default_registries
 from .schema import IMAGES_ARROW_SCHEMA, MEDIA_ARROW_SCHEMA
+from .text_search import FTS_COLUMN, compose_search_text, fts_config
 from .sources import SourceItem, SourceProblem, load_source
 
 __all__ = ["BuildOptions", "BuildReport", "build_collection", "add_embedding", "DEFAULT_INDEX_PARAMS", "CANONICAL_MAX_SIDE"]
@@ -320,22 +321,32 @@ def _finish(out: Path, partial: Path, manifest: Manifest) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def _write_table(db: Any, name: str, data: pa.Table, base_version: int | None, fresh: bool) -> int:
+def _write_table(db: Any, name: str, data: pa.Table, base_version: int | None, fresh: bool, fts: bool = False) -> int:
     """Commit ``data`` as a new version of table ``name``; returns the version.
 
     ``fresh``: replace the table's content (``mode="overwrite"`` keeps old versions readable).
     Otherwise ``data`` is appended to ``base_version`` (a failed earlier attempt that committed
-    rows after ``base_version`` is rolled back first with ``restore``)."""
+    rows after ``base_version`` is rolled back first with ``restore``).
+    ``fts``: then (re)build the full-text index of ``search_text``, one more version."""
     if fresh or name not in db.table_names():
         tbl = db.create_table(name, data=data, mode="overwrite") if name in db.table_names() else db.create_table(name, data=data)
-        return int(tbl.version)
-    tbl = db.open_table(name)
-    if base_version is not None and tbl.version != base_version:
-        tbl.checkout(base_version)
-        tbl.restore()
-    if data.num_rows:
-        tbl.add(data)
+    else:
+        tbl = db.open_table(name)
+        if base_version is not None and tbl.version != base_version:
+            tbl.checkout(base_version)
+            tbl.restore()
+        if data.num_rows:
+            tbl.add(data)
+    if fts:
+        _index_search_text(tbl)
     return int(tbl.version)
+
+
+def _index_search_text(tbl: Any) -> None:
+    """(Re)build the LanceDB FTS index of ``search_text`` (config: :func:`text_search.fts_config`).
+
+    Rebuilt whole rather than optimised incrementally, so an index always covers every row."""
+    tbl.create_index(FTS_COLUMN, config=fts_config(), replace=True)
 
 
 def _reduce_and_index(
@@ -557,6 +568,7 @@ def build_collection(
                     content_sha256=str(shas[i]),
                     predictions=json.dumps(pred_obj) if pred_obj else None,
                 )
+                md["search_text"] = compose_search_text(md, taxonomy.category_name)
                 rows.append(md)
                 media.append({"row_id": row_id, "thumb": _unpack(z, "thumb", j), "image": _unpack(z, "image", j)})
                 j += 1
@@ -569,7 +581,7 @@ def build_collection(
     base = existing.manifest.table if existing is not None else {}
     images_version = _write_table(
         db, "images", pa.Table.from_pylist([{f.name: r.get(f.name) for f in IMAGES_ARROW_SCHEMA} for r in rows], schema=IMAGES_ARROW_SCHEMA),
-        base.get("version"), fresh=existing is None,
+        base.get("version"), fresh=existing is None, fts=True,
     )
     media_version = _write_table(db, "media", pa.Table.from_pylist(media, schema=MEDIA_ARROW_SCHEMA), base.get("media_version"), fresh=existing is None)
     del media
@@ -763,7 +775,9 @@ def add_embedding(
         cur = cur.set_column(col, "predictions", pa.array(merged, pa.string()))
         # A new version in row order (overwrite keeps older versions readable), so row
         # offsets stay equal to row ids.
-        table["version"] = int(db.create_table("images", data=cur, mode="overwrite").version)
+        tbl = db.create_table("images", data=cur, mode="overwrite")
+        _index_search_text(tbl)  # overwrite drops indices
+        table["version"] = int(tbl.version)
 
     embeddings = dict(c.manifest.embeddings)
     embeddings[emb.name] = entry

@@ -18,7 +18,8 @@ import numpy as np
 
 from .arxiv import Taxonomy
 from .embedding import EmbeddingConfig
-from .filters import FilterError, MetadataFilter, from_dict, to_lance_predicate
+from .filters import And, FilterError, Keyword, MetadataFilter, Not, Or, from_dict, to_lance_predicate
+from .text_search import FTS_COLUMN, keyword_predicate, query_words
 from .index import Index, IndexError_, exact_search
 from .manifest import Manifest, ManifestError
 from .planner import PlannerConfig, QueryPlanner, SearchPlan
@@ -142,6 +143,10 @@ class Collection:
             self.media.checkout(int(t["media_version"]))
         except (ValueError, OSError, RuntimeError, KeyError) as e:
             raise CollectionError(f"cannot open metadata tables in {lance_dir} at the manifest's versions: {e}") from e
+        if FTS_COLUMN not in self.table.schema.names:
+            raise CollectionError(f"metadata table in {lance_dir} has no {FTS_COLUMN!r} column; rebuild the collection")
+        # Without its full-text index (e.g. removed by hand) keyword filters still work, by scanning.
+        self._has_fts = any(ix.index_type == "FTS" and list(ix.columns) == [FTS_COLUMN] for ix in self.table.list_indices())
         for name, tbl in (("metadata", self.table), ("media", self.media)):
             rows = tbl.count_rows()
             if rows != self.manifest.n_images:
@@ -372,34 +377,68 @@ class Collection:
         return from_dict(where)
 
     def allowed(self, where: MetadataFilter | dict[str, Any] | str | None) -> np.ndarray | None:
-        """Evaluate a filter to a ``bool[N]`` mask of matching rows (``None`` = no filter).
+        """Evaluate a filter to a read-only ``bool[N]`` mask of matching rows (``None`` = no filter).
 
-        The filter is compiled to an escaped LanceDB predicate and evaluated by LanceDB;
-        the masks of recent filters are cached (LRU) per collection.
+        Filters are compiled to escaped LanceDB predicates and evaluated by LanceDB;
+        ``keyword`` leaves are answered by the full-text index of ``search_text``
+        (:mod:`imagemesh.text_search`) and combined with the rest by mask algebra
+        (``&``, ``|``, ``~``). The masks of recent filters are cached (LRU).
 
         Raises:
             FilterError: invalid filter (unknown field, wrong value type, ...).
         """
         f = self._coerce_filter(where)
-        pred = to_lance_predicate(f, self.schema)
-        if pred is None:
+        pred = to_lance_predicate(f, self.schema)  # also validates; the cache key
+        if f is None or pred is None:
             return None
         with self._cache_lock:
             hit = self._filter_cache.get(pred)
             if hit is not None:
                 self._filter_cache.move_to_end(pred)
                 return hit
-        try:
-            t = self.table.search().where(pred).select(["row_id"]).limit(None).to_arrow()
-        except (ValueError, RuntimeError, OSError) as e:  # LanceDB reports SQL errors as ValueError/RuntimeError
-            raise FilterError(f"the filter could not be evaluated: {e}") from e
-        mask = np.zeros(len(self), dtype=bool)
-        mask[t["row_id"].to_numpy()] = True
+        mask = self._mask(f)
         mask.setflags(write=False)
         with self._cache_lock:
             self._filter_cache[pred] = mask
             if len(self._filter_cache) > self._filter_cache_size:
                 self._filter_cache.popitem(last=False)
+        return mask
+
+    def _mask(self, f: MetadataFilter) -> np.ndarray:
+        if not _has_keyword(f):
+            return self._rows_to_mask(self.table.search().where(to_lance_predicate(f, self.schema)))
+        if isinstance(f, Keyword):
+            return self._keyword_mask(f.text)
+        if isinstance(f, Not):
+            return ~self._mask(f.filter)
+        if isinstance(f, (And, Or)):
+            op = np.logical_and if isinstance(f, And) else np.logical_or
+            out = np.full(len(self), isinstance(f, And))
+            for sub in f.filters:
+                out = op(out, self._mask(sub))
+            return out
+        raise FilterError(f"cannot evaluate filter node {type(f).__name__}")
+
+    def _keyword_mask(self, text: str) -> np.ndarray:
+        q = query_words(text)
+        if q is None:
+            return np.zeros(len(self), dtype=bool)
+        if not self._has_fts:
+            return self._rows_to_mask(self.table.search().where(keyword_predicate(text)))
+        from lancedb.query import FullTextOperator, MatchQuery
+
+        query = MatchQuery(" ".join(q), FTS_COLUMN, operator=FullTextOperator.AND)
+        # the limit must cover every match: a filter is a set, not a top-k of BM25 scores
+        return self._rows_to_mask(self.table.search(query, query_type="fts").select(["row_id", "_score"]), fts=True)
+
+    def _rows_to_mask(self, query: Any, fts: bool = False) -> np.ndarray:
+        try:
+            q = query.limit(max(len(self), 1)) if fts else query.select(["row_id"]).limit(None)
+            t = q.to_arrow()
+        except (ValueError, RuntimeError, OSError) as e:  # LanceDB reports SQL errors as ValueError/RuntimeError
+            raise FilterError(f"the filter could not be evaluated: {e}") from e
+        mask = np.zeros(len(self), dtype=bool)
+        mask[t["row_id"].to_numpy()] = True
         return mask
 
     def count(self, where: MetadataFilter | dict[str, Any] | str | None = None) -> int:
@@ -408,7 +447,15 @@ class Collection:
 
     # ------------------------------------------------------------------ queries
 
-    def _hits(self, ids: np.ndarray, dists: np.ndarray | None) -> list[Hit]:
+    def hits(self, ids: Sequence[int] | np.ndarray, dists: Sequence[float] | np.ndarray | None = None) -> list[Hit]:
+        """:class:`Hit` records (row id, distance, display metadata) for row ids, in order.
+
+        Negative ids (the ``-1`` padding of :meth:`search_vectors`) are skipped, together
+        with their distances. ``dists`` is in the embedding metric's units, or ``None``.
+        """
+        ids = np.asarray(ids, dtype=np.int64)
+        if dists is not None:
+            dists = np.asarray(dists)[ids >= 0]
         ids = [int(i) for i in ids if i >= 0]
         recs = self._take(ids, HIT_COLUMNS)
         return [Hit(i, None if dists is None else float(dists[n]), rec) for n, (i, rec) in enumerate(zip(ids, recs))]
@@ -496,7 +543,7 @@ class Collection:
             keep = i != row
             i = np.concatenate([[row], i[keep]])[: len(i)]
             d = np.concatenate([[0.0], d[keep]])[: len(d)].astype(np.float32)
-        return self._hits(i, d), plan
+        return self.hits(i, d), plan
 
     def random(self, n: int = 20, where: MetadataFilter | dict[str, Any] | str | None = None, seed: int | None = None) -> list[Hit]:
         """``min(n, matches)`` distinct images drawn uniformly from those matching ``where``.
@@ -512,7 +559,7 @@ class Collection:
         rows = np.arange(len(self)) if mask is None else np.flatnonzero(mask)
         rng = np.random.default_rng(seed)
         pick = rng.choice(rows, size=min(int(n), rows.size), replace=False) if rows.size else np.zeros(0, np.int64)
-        return self._hits(pick, None)
+        return self.hits(pick, None)
 
     def facets(self, where: MetadataFilter | dict[str, Any] | str | None = None, top: int = 200) -> dict[str, list[dict[str, Any]]]:
         """Value counts of ``archive``, ``category`` and ``year`` (with official names),
@@ -557,6 +604,7 @@ class Collection:
     def info(self) -> dict[str, Any]:
         return {
             "n_images": len(self),
+            "keyword_index": bool(self._has_fts),
             "build_id": self.manifest.build_id,
             "created": self.manifest.created,
             "embeddings": self.embedding_info(),
@@ -586,6 +634,16 @@ class QueryEmbedder:
         if self.metric == "cosine":
             red = red / np.maximum(np.linalg.norm(red, axis=1, keepdims=True), 1e-12)
         return red.astype(np.float32)
+
+
+def _has_keyword(f: MetadataFilter) -> bool:
+    if isinstance(f, Keyword):
+        return True
+    if isinstance(f, (And, Or)):
+        return any(_has_keyword(x) for x in f.filters)
+    if isinstance(f, Not):
+        return _has_keyword(f.filter)
+    return False
 
 
 def open_collection(path: str | Path, registries: Registries | None = None, **kwargs: Any) -> Collection:

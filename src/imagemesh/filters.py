@@ -74,7 +74,7 @@ class MetadataFilter:
         return json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False)
 
     def fields(self) -> set[str]:
-        """Names of the fields this filter reads (``Keyword`` reads the schema's keyword fields)."""
+        """Names of the columns this filter reads (``Keyword`` reads ``search_text``)."""
         return set()
 
     def __and__(self, other: MetadataFilter) -> MetadataFilter:
@@ -203,28 +203,30 @@ class Contains(MetadataFilter):
 
 @dataclass(frozen=True)
 class Keyword(MetadataFilter):
-    """Case-insensitive substring match of ``text`` in any keyword field of the schema.
+    """Full-text match: every word of ``text`` is a word of the row's ``search_text``.
 
-    ``matches`` needs the keyword fields; it uses ``keyword_fields`` if given, else the
-    default schema's (title, authors, abstract, caption, arXiv id, category names).
+    ``search_text`` joins title, authors, abstract, caption, sub-caption, arXiv id,
+    categories and official category names (composed at build time); what a word is, and
+    why there is no stemming, is in :mod:`imagemesh.text_search`. A collection answers
+    this from its LanceDB full-text index; :func:`to_lance_predicate` compiles it to an
+    equivalent (scanning) regex predicate. A query with no word, or with a word of 40
+    UTF-8 bytes or more, matches nothing.
     """
 
     text: str
-    keyword_fields: tuple[str, ...] | None = None
-
-    def _fields(self) -> tuple[str, ...]:
-        if self.keyword_fields is not None:
-            return self.keyword_fields
-        return MetadataSchema.default().keyword_fields
 
     def matches(self, row: Mapping[str, Any]) -> bool:
-        return any(Contains(f, self.text).matches(row) for f in self._fields())
+        from .text_search import FTS_COLUMN, matches_words
+
+        return matches_words(self.text, row.get(FTS_COLUMN))
 
     def to_dict(self) -> dict[str, Any]:
         return {"op": "keyword", "text": self.text}
 
     def fields(self) -> set[str]:
-        return set(self._fields())
+        from .text_search import FTS_COLUMN
+
+        return {FTS_COLUMN}
 
 
 @dataclass(frozen=True)
@@ -349,7 +351,7 @@ def from_dict(data: Any, *, _depth: int = 0) -> MetadataFilter | None:
         {"year": {"gte": 2020, "lt": 2024}}         # Range
         {"category": {"in": ["cs.CL", "cs.CV"]}}    # In  (also {"category": [...]})
         {"title": {"contains": "transformer"}}      # Contains
-        {"keyword": "transformer"}                  # Keyword over all text fields
+        {"keyword": "transformer"}                  # every word, anywhere in the metadata (full-text index)
         {"or": [{...}, {...}]}, {"and": [...]}, {"not": {...}}
 
     Returns ``None`` for an empty filter (``{}`` or ``None``).
@@ -520,8 +522,9 @@ def _compile(f: MetadataFilter, schema: MetadataSchema) -> str:
     if isinstance(f, Not):
         return f"(NOT {_compile(f.filter, schema)})"
     if isinstance(f, Keyword):
-        fields = schema.keyword_fields if f.keyword_fields is None else f.keyword_fields
-        return "(" + " OR ".join(_compile(Contains(name, f.text), schema) for name in fields) + ")"
+        from .text_search import keyword_predicate
+
+        return keyword_predicate(f.text)
     field = getattr(f, "field")
     kind = schema.kind(field)  # raises FilterError for unknown fields
     col = _ident(field)

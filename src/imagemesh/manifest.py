@@ -19,7 +19,10 @@ from typing import Any
 __all__ = ["FORMAT", "FORMAT_VERSION", "Manifest", "ManifestError", "atomic_write_bytes", "sha256_file"]
 
 FORMAT = "imagemesh-collection"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version history: 1 = first format; 2 = images table gains ``search_text`` with a LanceDB
+# full-text index (keyword filters). Older collections are refused with a clear error;
+# rebuild them (``imagemesh demo`` rebuilds its cache by itself).
 
 
 class ManifestError(ValueError):

@@ -51,6 +51,8 @@ IMAGES_ARROW_SCHEMA = pa.schema(
         pa.field("height", pa.int32()),
         pa.field("content_sha256", pa.string()),  # of the source image file
         pa.field("predictions", pa.string()),  # JSON {embedding: [{"label", "p"}, ...]}
+        # keyword search: the metadata text joined, with a LanceDB FTS index (imagemesh.text_search)
+        pa.field("search_text", pa.string()),
     ]
 )
 
@@ -87,8 +89,9 @@ FILTERABLE_FIELDS: dict[str, FieldKind] = {
     "row_id": FieldKind.INT,
 }
 
-#: Fields searched by a ``keyword`` filter ("keyword over all fields").
-KEYWORD_FIELDS: tuple[str, ...] = ("title", "authors", "abstract", "caption", "arxiv_id", "categories")
+#: Fields searched by a ``keyword`` filter ("keyword over all fields"), through the
+#: ``search_text`` column composed from them (see :mod:`imagemesh.text_search`).
+from .text_search import SEARCH_TEXT_FIELDS as KEYWORD_FIELDS  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -183,7 +183,7 @@ def demo_dataset(work: Path, nq: int, seed: int) -> Dataset:
         m = c.allowed(f)
         masks[name] = np.ones(len(x), dtype=bool) if m is None else np.array(m)
         preds[name] = to_lance_predicate(from_dict(f), c.schema) if f else "true"
-    t = c.table.search().select(["row_id", "year", *c.schema.keyword_fields]).limit(None).to_arrow().sort_by("row_id")
+    t = c.table.search().select(["row_id", "year", "title", "search_text"]).limit(None).to_arrow().sort_by("row_id")
     meta = t  # keeps the collection's column types (e.g. list<string> categories, even if all null)
     vpath = work / "demo-imagenet.npy"
     np.save(vpath, x)

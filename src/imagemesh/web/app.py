@@ -230,7 +230,7 @@ def create_app(collection: Collection, settings: WebSettings | None = None) -> S
         # one permutation per seed, so pages (offset) never repeat an image
         perm = np.random.default_rng(seed).permutation(rows)
         page = perm[offset : offset + _fetch_k(n, collapse)]
-        hits = collection._hits(page, None)  # noqa: SLF001 -- metadata of given rows, same as random()
+        hits = collection.hits(page)
         body = _search_results(hits, emb, n, collapse)
         body.update(total=int(rows.size), offset=offset, seed=seed, next_offset=offset + len(page))
         return JSONResponse(body)
@@ -311,7 +311,7 @@ def create_app(collection: Collection, settings: WebSettings | None = None) -> S
         dist, ids, plan = await run_in_threadpool(collection.search_vectors, q[None, :].astype(np.float32), emb, fetch, f)
         negs = set(neg_ids)
         keep = [(int(i), float(d)) for i, d in zip(ids[0], dist[0]) if i >= 0 and int(i) not in negs]
-        hits = collection._hits(np.array([i for i, _ in keep], np.int64), np.array([d for _, d in keep], np.float32))  # noqa: SLF001
+        hits = collection.hits([i for i, _ in keep], [d for _, d in keep])
         body = {
             "query": {"positive": pos_ids, "negative": neg_ids, "positive_uploads": len(pos_files), "negative_uploads": len(neg_files)},
             "embedding": emb,
