@@ -5,6 +5,7 @@ crashes, time-outs and memory exhaustion, and a build over fuzzed files complete
 from __future__ import annotations
 
 import os
+import re
 import random
 import shutil
 import signal
@@ -139,3 +140,40 @@ def test_worker_crash_timeout_and_memory_limit_are_errors(tmp_path: Path) -> Non
         with pytest.raises(ImageLoadError, match="memory|killed|MemoryError|cannot allocate|corrupt"):
             small.canonical(big)
         assert small.canonical(by_kind["png"][0])[0][0] > 0
+
+
+def test_build_decodes_in_the_isolated_worker(tmp_path: Path) -> None:
+    """Builds decode in an IsolatedDecoder by default: the output equals an in-process
+    build bit for bit, and a file that blows the worker's memory limit is one skipped
+    image with its reason, not a dead build."""
+    import csv
+
+    import numpy as np
+
+    from imagemesh.build import BuildOptions, build_collection
+    from imagemesh.collection import open_collection
+
+    from .conftest import make_subset
+
+    src = make_subset(tmp_path / "src", 8)
+    isolated = build_collection(src, tmp_path / "iso", BuildOptions(embeddings=["raw"], backend="exact", map_2d=False, progress=False), log=lambda s: None)
+    inproc = build_collection(src, tmp_path / "inproc", BuildOptions(embeddings=["raw"], backend="exact", map_2d=False, progress=False, isolate_decoders=False), log=lambda s: None)
+    assert isolated.n_images == inproc.n_images == 8 and not isolated.failures
+    a, b = open_collection(tmp_path / "iso"), open_collection(tmp_path / "inproc")
+    assert np.array_equal(a.vectors("raw"), b.vectors("raw"))
+    assert a.images(range(8)) == b.images(range(8))
+    assert [a.get(i)["width"] for i in range(8)] == [b.get(i)["width"] for i in range(8)]
+
+    # a 7900x7900 RGBA PNG (62 Mpx: within the pixel limit) needs > 400 MB to decode; the
+    # worker gets 256 MB, enough for every real figure
+    with open(src / "figures.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    big = dict(rows[0], arxiv_id="2312.99999v1", paper_title="big", fig1_file_path="./img/2312.99999v1.png")
+    Image.new("RGBA", (7900, 7900), (200, 10, 10, 255)).save(src / "images" / "2312.99999v1.png")
+    with open(src / "figures.csv", "a", newline="", encoding="utf-8") as f:
+        csv.DictWriter(f, fieldnames=list(rows[0])).writerow(big)
+    opts = BuildOptions(embeddings=["raw"], backend="exact", map_2d=False, progress=False, isolation=IsolationLimits(memory_bytes=256 * 1024 * 1024))
+    report = build_collection(src, tmp_path / "limited", opts, log=lambda s: None)
+    assert report.n_items == 9 and report.n_images == 8, (report.n_items, report.n_images, report.failures)
+    (fail,) = report.failures
+    assert "2312.99999" in fail["key"] and re.search("memory|killed|MemoryError|cannot allocate", fail["reason"]), fail

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from urllib.parse import quote
 
 import httpx
@@ -343,3 +344,35 @@ async def test_new_bad_params_get_json_4xx(client, url) -> None:
     r = await client.get(url)
     assert 400 <= r.status_code < 500, r.text
     assert "error" in r.json()
+
+
+async def test_uploads_are_decoded_in_the_isolated_worker(real_collection) -> None:
+    """By default an upload is decoded in an IsolatedDecoder process: the result equals
+    in-process decoding, and an upload that blows the worker's memory limit is a 400 for
+    that request while the server (and the next upload) carry on."""
+    import io
+
+    from PIL import Image
+
+    from imagemesh.web.settings import WebSettings
+
+    data = real_collection.image(12)
+    results = {}
+    for isolate in (True, False):
+        app = create_app(real_collection, WebSettings(isolate_uploads=isolate, upload_decode_memory_bytes=256 * 1024 * 1024))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:
+            r = await c.post("/api/query", data={"embedding": "imagenet", "k": "5"}, files={"positive_image": ("f.jpg", data, "image/jpeg")})
+            assert r.status_code == 200, r.text
+            results[isolate] = [(h["id"], h["distance"]) for h in r.json()["results"]]
+            decoders = app.state.upload_decoders
+            assert len(decoders) == int(isolate)
+            if isolate:
+                big = io.BytesIO()
+                Image.new("RGBA", (6300, 6300), (9, 9, 9, 255)).save(big, "PNG")  # 39.7 Mpx: under the pixel cap
+                r = await c.post("/api/query", data={"k": "3"}, files={"positive_image": ("b.png", big.getvalue(), "image/png")})
+                assert r.status_code == 400 and "could not be decoded" in r.json()["error"], r.text
+                assert re.search("memory|MemoryError|killed", r.json()["error"]), r.text
+                r = await c.post("/api/query", data={"embedding": "imagenet", "k": "5"}, files={"positive_image": ("f.jpg", data, "image/jpeg")})
+                assert r.status_code == 200
+                decoders[0].close()
+    assert results[True] == results[False]

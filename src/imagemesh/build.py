@@ -28,6 +28,7 @@ The build is **resumable**, **atomic** and **incremental**:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import io
@@ -50,6 +51,7 @@ from tqdm import tqdm
 from .arxiv import MetadataRecord, Taxonomy, read_snapshot
 from .embedding import Embedding, EmbeddingConfig
 from .images import ImageLimits, ImageLoadError, load_image, make_thumbnail
+from .isolate import IsolatedDecoder, IsolationLimits
 from .manifest import Manifest, ManifestError, atomic_write_bytes, sha256_file
 from .models.pipeline import embed_prepared, prefetched
 from .pca import PcaReducer, fit_pca
@@ -86,6 +88,11 @@ class BuildOptions:
         chunk_size: images per resumable chunk.
         metadata_files: arXiv metadata snapshots (JSON lines) joined by arXiv id.
         limits: image decoding limits.
+        isolate_decoders: decode source files in an :class:`~imagemesh.isolate.IsolatedDecoder`
+            worker process (default), so a decoder that crashes, hangs or exhausts memory
+            on a hostile file fails that image, not the build. ``False`` decodes in
+            process (slightly faster; for trusted files). The output is identical.
+        isolation: time and memory limits of that worker, per file.
         progress: show progress bars.
         threads: ONNX Runtime intra-op threads (0 = its default).
         map_2d: compute a 2-D map of each embedding for the explorer's map view.
@@ -102,6 +109,8 @@ class BuildOptions:
     chunk_size: int = 64
     metadata_files: list[Path] = field(default_factory=list)
     limits: ImageLimits = field(default_factory=ImageLimits)
+    isolate_decoders: bool = True
+    isolation: IsolationLimits = field(default_factory=IsolationLimits)
     progress: bool = True
     threads: int = 0
     map_2d: bool = True
@@ -214,9 +223,13 @@ def _embed_all(embeddings: Sequence[Embedding], images: list[Image.Image]) -> di
     return out
 
 
-def _decode_chunk(items: Sequence[SourceItem], limits: ImageLimits) -> tuple[dict[str, np.ndarray], list[Image.Image]]:
+def _decode_chunk(items: Sequence[SourceItem], limits: ImageLimits, decoder: IsolatedDecoder | None = None) -> tuple[dict[str, np.ndarray], list[Image.Image]]:
     """Decode one chunk and make canonical images + thumbnails. Image failures are
-    recorded, never raised. Returns the chunk arrays (without vectors) and the images."""
+    recorded, never raised. Returns the chunk arrays (without vectors) and the images.
+
+    With ``decoder`` the source files are decoded in its worker process (a crash or hang
+    there is a failed image); the canonical JPEG it returns is decoded here, exactly as
+    :func:`canonical_image` does in process, so both give the same pixels and vectors."""
     images: list[Image.Image] = []
     ok = np.zeros(len(items), dtype=bool)
     errors = [""] * len(items)
@@ -227,8 +240,13 @@ def _decode_chunk(items: Sequence[SourceItem], limits: ImageLimits) -> tuple[dic
     for i, it in enumerate(items):
         try:
             shas[i] = sha256_file(it.path)
-            img = load_image(it.path, limits)
-            c_bytes, c_img = canonical_image(img)
+            if decoder is not None:
+                size, c_bytes = decoder.canonical(it.path)
+                c_img = decode_jpeg(c_bytes)
+            else:
+                img = load_image(it.path, limits)
+                size = img.size
+                c_bytes, c_img = canonical_image(img)
             thumb = make_thumbnail(c_img)
         except ImageLoadError as e:
             errors[i] = e.reason
@@ -238,7 +256,7 @@ def _decode_chunk(items: Sequence[SourceItem], limits: ImageLimits) -> tuple[dic
             continue
         images.append(c_img)
         ok[i] = True
-        sizes[i] = img.size
+        sizes[i] = size
         thumbs.append(thumb)
         canon.append(c_bytes)
     out: dict[str, np.ndarray] = {
@@ -253,18 +271,11 @@ def _decode_chunk(items: Sequence[SourceItem], limits: ImageLimits) -> tuple[dic
     return out, images
 
 
-def _decode_and_prepare(items: Sequence[SourceItem], embeddings: Sequence[Embedding], limits: ImageLimits) -> tuple[dict[str, np.ndarray], list[Any], int]:
+def _decode_and_prepare(items: Sequence[SourceItem], embeddings: Sequence[Embedding], limits: ImageLimits, decoder: IsolatedDecoder | None = None) -> tuple[dict[str, np.ndarray], list[Any], int]:
     """The CPU work before the networks (decode, canonical image, thumbnail, each
     embedding's :meth:`~Embedding.prepare`): runs in the pipeline's background thread."""
-    data, images = _decode_chunk(items, limits)
+    data, images = _decode_chunk(items, limits, decoder)
     return data, [emb.prepare(images) if images else [] for emb in embeddings], len(images)
-
-
-def _process_chunk(items: Sequence[SourceItem], embeddings: Sequence[Embedding], limits: ImageLimits) -> dict[str, np.ndarray]:
-    """Decode, make canonical image + thumbnail, and embed one chunk (no overlap)."""
-    data, prepared, n = _decode_and_prepare(items, embeddings, limits)
-    data.update(embed_prepared(embeddings, prepared, n))
-    return data
 
 
 def _save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -532,10 +543,11 @@ def build_collection(
             pending.append(n_chunk)
         del data
     # Decoding/resizing of chunk i+1 (one background thread) overlaps the networks on chunk i.
-    for n_chunk, (data, prepared, n_ok) in prefetched(pending, lambda i: _decode_and_prepare(chunks[i], embeddings, options.limits)):
-        data.update(embed_prepared(embeddings, prepared, n_ok))
-        _save_npz_atomic(chunk_paths[n_chunk], data)
-        bar.update(len(chunks[n_chunk]))
+    with IsolatedDecoder(options.limits, options.isolation) if options.isolate_decoders and pending else contextlib.nullcontext() as decoder:
+        for n_chunk, (data, prepared, n_ok) in prefetched(pending, lambda i: _decode_and_prepare(chunks[i], embeddings, options.limits, decoder)):
+            data.update(embed_prepared(embeddings, prepared, n_ok))
+            _save_npz_atomic(chunk_paths[n_chunk], data)
+            bar.update(len(chunks[n_chunk]))
     bar.close()
 
     # -- stage 2: rows, metadata and media

@@ -621,13 +621,15 @@ class QueryEmbedder:
         self.metric = metric
         self._lock = threading.Lock()
 
-    def __call__(self, images: Sequence[Any]) -> np.ndarray:
+    def __call__(self, images: Sequence[Any], canonical: bool = False) -> np.ndarray:
         """``n`` RGB PIL images -> ``float32[n, d]`` in the collection's reduced space.
 
-        Images go through the same canonical form as at build time (JPEG at <= 512 px)."""
+        Images go through the same canonical form as at build time (JPEG at <= 512 px),
+        unless ``canonical`` says they already are that form (e.g. from
+        :func:`imagemesh.web.upload.canonical_upload`); encoding twice would change pixels."""
         from .build import canonical_image
 
-        canon = [canonical_image(img)[1] for img in images]
+        canon = list(images) if canonical else [canonical_image(img)[1] for img in images]
         with self._lock:  # ONNX Runtime sessions are thread-safe, numpy BLAS is too; keep memory bounded
             raw = self.embedding.embed_batch(canon)
         red = self.reducer.transform(raw)

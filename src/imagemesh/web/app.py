@@ -24,10 +24,12 @@ script.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 import numpy as np
 from starlette.applications import Starlette
@@ -43,10 +45,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..collection import Collection, CollectionError, ImageNotFound
 from ..filters import FilterError, parse_filter
 from ..images import ImageLimits
+from ..isolate import IsolatedDecoder, IsolationLimits
 from .openapi import openapi_schema
 from .results import SUGGEST_FIELDS, Suggestions, collapse_duplicates, duplicate_threshold
 from .settings import WebSettings
-from .upload import UploadError, decode_image, read_form
+from .upload import UploadError, canonical_upload, read_form
 
 __all__ = ["create_app"]
 
@@ -131,6 +134,22 @@ def create_app(collection: Collection, settings: WebSettings | None = None) -> S
     dup_thresholds: dict[str, float] = {}
     metrics = {e["name"]: e["metric"] for e in collection.embedding_info()}
     upload_limits = ImageLimits(max_file_bytes=settings.max_upload_bytes, max_pixels=settings.max_upload_pixels)
+    decoders: list[IsolatedDecoder] = []  # at most one, started by the first upload
+    decoder_lock = threading.Lock()
+
+    def _upload_decoder() -> IsolatedDecoder | None:
+        if not settings.isolate_uploads:
+            return None
+        with decoder_lock:
+            if not decoders:
+                decoders.append(IsolatedDecoder(upload_limits, IsolationLimits(timeout_s=settings.upload_decode_timeout_s, memory_bytes=settings.upload_decode_memory_bytes)))
+            return decoders[0]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        for d in decoders:
+            d.close()
 
     # ------------------------------------------------------------------ parameters
 
@@ -286,12 +305,13 @@ def create_app(collection: Collection, settings: WebSettings | None = None) -> S
             parts_p = [np.asarray(vecs[pos_ids], np.float32)] if pos_ids else []
             parts_n = [np.asarray(vecs[neg_ids], np.float32)] if neg_ids else []
             if pos_files or neg_files:
-                images = [decode_image(b, upload_limits) for b in [*pos_files, *neg_files]]
+                dec = _upload_decoder()
+                images = [canonical_upload(b, upload_limits, dec) for b in [*pos_files, *neg_files]]
                 try:
                     embedder = collection.query_embedder(emb)
                 except CollectionError as e:
                     raise ApiError(409, f"cannot embed uploads: {e}") from None
-                up = embedder(images)
+                up = embedder(images, canonical=True)
                 if pos_files:
                     parts_p.append(up[: len(pos_files)])
                 if neg_files:
@@ -426,9 +446,11 @@ def create_app(collection: Collection, settings: WebSettings | None = None) -> S
     ]
     app = Starlette(
         routes=routes,
+        lifespan=lifespan,
         middleware=[Middleware(SecurityHeaders)],
         exception_handlers={ApiError: api_error, UploadError: api_error, HTTPException: http_error, Exception: server_error},
     )
     app.state.collection = collection
     app.state.settings = settings
+    app.state.upload_decoders = decoders  # for tests and shutdown
     return app

@@ -21,6 +21,12 @@ class WebSettings:
             header before decoding (decompression-bomb guard).
         max_upload_images: most uploaded images in one query.
         max_query_items: most positives + negatives (ids and uploads) in one query.
+        isolate_uploads: decode uploaded images in an
+            :class:`~imagemesh.isolate.IsolatedDecoder` worker process (one per server
+            process, started on the first upload) so a decoder crash or hang cannot take
+            the server down; ``False`` decodes in the request thread.
+        upload_decode_timeout_s: wall-clock limit of one isolated upload decode, seconds.
+        upload_decode_memory_bytes: address space the decoder worker may add, bytes.
         title: page title.
     """
 
@@ -33,4 +39,7 @@ class WebSettings:
     max_upload_pixels: int = 40_000_000
     max_upload_images: int = 8
     max_query_items: int = 32
+    isolate_uploads: bool = True
+    upload_decode_timeout_s: float = 20.0
+    upload_decode_memory_bytes: int = 1024 * 1024 * 1024
     title: str = "imagemesh"

@@ -15,6 +15,7 @@ import io
 import warnings
 from urllib.parse import parse_qsl
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from PIL import Image
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -23,7 +24,10 @@ from starlette.requests import Request
 from ..images import ImageLimits, sniff_format
 from ..models.preprocess import to_rgb
 
-__all__ = ["UploadError", "FormData", "read_form", "decode_image", "RASTER_FORMATS"]
+if TYPE_CHECKING:
+    from ..isolate import IsolatedDecoder
+
+__all__ = ["UploadError", "FormData", "read_form", "decode_image", "canonical_upload", "RASTER_FORMATS"]
 
 #: Formats accepted for upload (PDF and PostScript are not: they would need a renderer).
 RASTER_FORMATS = ("png", "jpeg", "gif", "webp", "bmp", "tiff")
@@ -158,12 +162,11 @@ async def _read_urlencoded(request: Request, max_bytes: int, max_parts: int) -> 
     return form
 
 
-def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
-    """Decode an uploaded raster image from memory to RGB.
+def _check_header(data: bytes, limits: ImageLimits) -> None:
+    """Size, format and pixel count from the header only (no pixel is decoded).
 
     Raises:
-        UploadError: 413 too many bytes or pixels, 415 not an accepted format, 400
-            corrupt data.
+        UploadError: 413 too many bytes or pixels, 415 not an accepted format, 400 corrupt.
     """
     if not data:
         raise UploadError(400, "empty file")
@@ -177,16 +180,57 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
                 w, h = img.size
-                if w <= 0 or h <= 0:
-                    raise UploadError(400, f"invalid image size {w}x{h}")
-                if w * h > limits.max_pixels:
-                    raise UploadError(413, f"{w}x{h} pixels is more than the limit of {limits.max_pixels} (decompression bomb guard)")
-                img.seek(0)
-                img.load()
-                return to_rgb(img).copy()
-    except UploadError:
-        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise UploadError(413, "image has too many pixels (decompression bomb guard)") from None
     except Exception as e:  # Pillow raises many types on hostile input
         raise UploadError(400, f"corrupt or truncated image ({type(e).__name__})") from None
+    if w <= 0 or h <= 0:
+        raise UploadError(400, f"invalid image size {w}x{h}")
+    if w * h > limits.max_pixels:
+        raise UploadError(413, f"{w}x{h} pixels is more than the limit of {limits.max_pixels} (decompression bomb guard)")
+
+
+def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
+    """Decode an uploaded raster image from memory to RGB, in this process.
+
+    Raises:
+        UploadError: 413 too many bytes or pixels, 415 not an accepted format, 400
+            corrupt data.
+    """
+    _check_header(data, limits)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                img.seek(0)
+                img.load()
+                return to_rgb(img).copy()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UploadError(413, "image has too many pixels (decompression bomb guard)") from None
+    except Exception as e:  # Pillow raises many types on hostile input
+        raise UploadError(400, f"corrupt or truncated image ({type(e).__name__})") from None
+
+
+def canonical_upload(data: bytes, limits: ImageLimits, decoder: "IsolatedDecoder | None" = None) -> Image.Image:
+    """Check an upload and return its canonical RGB image: the decoded form of the
+    <= 512 px JPEG that every embedding sees (:func:`imagemesh.build.canonical_image`).
+
+    With ``decoder`` (the server's default), the header is checked here and the pixels
+    are decoded in the :class:`~imagemesh.isolate.IsolatedDecoder` worker process, so a
+    decoder crash, hang or memory blow-up on a hostile file is a 400 for that request,
+    not a dead server. The bytes reach the worker through a pipe, never a file.
+
+    Raises:
+        UploadError: as :func:`decode_image`; 400 when the isolated decoder fails.
+    """
+    from ..build import canonical_image, decode_jpeg
+    from ..images import ImageLoadError
+
+    if decoder is None:
+        return canonical_image(decode_image(data, limits))[1]
+    _check_header(data, limits)
+    try:
+        _, jpeg = decoder.canonical_bytes(data)
+    except ImageLoadError as e:
+        raise UploadError(400, f"the image could not be decoded: {e.reason}") from None
+    return decode_jpeg(jpeg)
