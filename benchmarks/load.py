@@ -74,7 +74,11 @@ def synthetic_collection(work: Path, n: int, dim: int = 64, seed: int = 0) -> Pa
     from imagemesh.manifest import Manifest, sha256_file
     from imagemesh.models.raw import RawPixels
     from imagemesh.pca import fit_pca
+    from imagemesh.arxiv import Taxonomy
     from imagemesh.schema import IMAGES_ARROW_SCHEMA, MEDIA_ARROW_SCHEMA
+    from imagemesh.text_search import FTS_COLUMN, compose_search_text, fts_config
+
+    taxonomy = Taxonomy.load()
 
     out = work / f"synthetic-{n}"
     if (out / "manifest.json").exists():
@@ -146,6 +150,7 @@ def synthetic_collection(work: Path, n: int, dim: int = 64, seed: int = 0) -> Pa
                 "archive": cats[c][0], "category": cats[c][1], "categories": [cats[c][1]], "year": y,
                 "width": 640, "height": 480, "content_sha256": None, "predictions": None,
             })
+            rows[-1]["search_text"] = compose_search_text(rows[-1], taxonomy.category_name)
         t_img = pa.Table.from_pylist([{f.name: row.get(f.name) for f in IMAGES_ARROW_SCHEMA} for row in rows], schema=IMAGES_ARROW_SCHEMA)
         t_med = pa.Table.from_pydict({"row_id": ids, "thumb": [thumbs[r % len(thumbs)] for r in ids.tolist()], "image": [thumbs[r % len(thumbs)] for r in ids.tolist()]}, schema=MEDIA_ARROW_SCHEMA)
         if images_tbl is None:
@@ -158,6 +163,8 @@ def synthetic_collection(work: Path, n: int, dim: int = 64, seed: int = 0) -> Pa
     assert images_tbl is not None and media_tbl is not None
     images_tbl.optimize()
     media_tbl.optimize()
+    images_tbl.create_index(FTS_COLUMN, config=fts_config())  # keyword filters (format v2)
+    print(f"  full-text index {time.time() - t0:.0f}s", flush=True)
     entry = {
         "config": emb.config().to_dict(),
         "dim": dim,

@@ -383,3 +383,44 @@ def test_map_2d_is_stored_per_embedding(real_collection: Collection) -> None:
         xy, method = m
         assert xy.shape == (len(real_collection), 2) and method == "tsne"
         assert xy.min() >= 0 and xy.max() <= 1
+
+
+def test_warm_prepares_filters_and_reload_warms_the_new_version(tmp_path: Path, small_source: Path) -> None:
+    """warm() builds each filter's mask and planner structure ahead of the first query;
+    ReloadingApp warms a new version with the old one's recent filters before switching."""
+    import os
+    import shutil
+
+    from imagemesh.manifest import Manifest
+    from imagemesh.web.app import create_app
+    from imagemesh.web.serve import ReloadingApp
+
+    out = tmp_path / "c"
+    build_collection(small_source, out, BuildOptions(embeddings=["raw"], backend="exact", map_2d=False, progress=False), log=lambda s: None)
+    old = imagemesh.open(out)
+    filters = [{"year": 2023}, {"keyword": "language"}]
+    for f in filters:
+        old.neighbors(0, k=3, where=f)
+    assert [f.to_dict() for f in old.recent_filters()] == [imagemesh.from_dict(f).to_dict() for f in reversed(filters)]
+
+    app = ReloadingApp(out, create_app, collection=old, check_interval=0)
+    # a new version of the same content: hard-linked build folder, new manifest
+    m = Manifest.read(out)
+    from imagemesh.build import _finish, _new_build_dir
+
+    build_id, partial = _new_build_dir(out)
+    shutil.rmtree(partial)
+    shutil.copytree(out / m.data_dir, partial, copy_function=os.link)
+    m.build_id, m.data_dir = build_id, f"builds/{build_id}"
+    _finish(out, partial, m)
+    assert app.reload_now() and app.build_id == build_id
+    new = app.collection
+    assert new is not old
+    for f in filters:  # warmed: the first query on the new version hits the caches
+        _, plan = new.neighbors_with_plan(0, k=3, where=f)
+        assert plan.cached, f
+    fresh = imagemesh.open(out)
+    _, plan = fresh.neighbors_with_plan(0, k=3, where=filters[0])
+    assert not plan.cached  # what an unwarmed version does
+    timings = fresh.warm(filters)
+    assert set(timings) == {"facets", "raw", *(f"raw {imagemesh.from_dict(f).to_json()}" for f in filters)}

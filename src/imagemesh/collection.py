@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,13 +95,25 @@ class Collection:
         verify_index_checksums: check each index file's sha256 against the manifest
             before a native loader maps it (once per file and process; see
             :mod:`imagemesh.integrity`).
+        filter_cache_size: filter masks kept (LRU; one ``bool[N]`` each, 1 MB per 1M images).
+        planner_cache_bytes: memory budget of each embedding's planner cache (gathered
+            subsets of recent filters, LRU; :class:`~imagemesh.planner.PlannerConfig`),
+            bytes. A server process holds at most this much per embedding.
 
     Raises:
         CollectionError: missing files, a file whose size or shape differs from the
             manifest, or a metadata table whose row count or version differs.
     """
 
-    def __init__(self, root: Path, registries: Registries | None = None, exact_threshold: int = PlannerConfig.exact_max_rows, filter_cache_size: int = 64, verify_index_checksums: bool = True) -> None:
+    def __init__(
+        self,
+        root: Path,
+        registries: Registries | None = None,
+        exact_threshold: int = PlannerConfig.exact_max_rows,
+        filter_cache_size: int = 64,
+        verify_index_checksums: bool = True,
+        planner_cache_bytes: int = 512 * 1024 * 1024,
+    ) -> None:
         self.root = Path(root)
         self.registries = registries or default_registries()
         self.manifest = Manifest.read(self.root)
@@ -109,7 +122,9 @@ class Collection:
         self.taxonomy = Taxonomy.load()
         self.exact_threshold = int(exact_threshold)
         self.verify_index_checksums = bool(verify_index_checksums)
+        self.planner_cache_bytes = int(planner_cache_bytes)
         self._filter_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._recent_filters: OrderedDict[str, MetadataFilter] = OrderedDict()  # same keys as the mask cache
         self._cache_lock = threading.Lock()  # the web server queries from a thread pool
         self._filter_cache_size = int(filter_cache_size)
         self._open_table()
@@ -395,13 +410,16 @@ class Collection:
             hit = self._filter_cache.get(pred)
             if hit is not None:
                 self._filter_cache.move_to_end(pred)
+                self._recent_filters.move_to_end(pred)
                 return hit
         mask = self._mask(f)
         mask.setflags(write=False)
         with self._cache_lock:
             self._filter_cache[pred] = mask
+            self._recent_filters[pred] = f
             if len(self._filter_cache) > self._filter_cache_size:
-                self._filter_cache.popitem(last=False)
+                old, _ = self._filter_cache.popitem(last=False)
+                self._recent_filters.pop(old, None)
         return mask
 
     def _mask(self, f: MetadataFilter) -> np.ndarray:
@@ -488,13 +506,55 @@ class Collection:
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         mask = self.allowed(where)
-        planners = self.__dict__.setdefault("_planners", {})
-        if st.name not in planners:
-            backend = self.manifest.embeddings[st.name]["index"]["backend"]
-            planners[st.name] = QueryPlanner(st.index, st.vectors, backend, PlannerConfig(exact_max_rows=self.exact_threshold))
         key = None if mask is None else to_lance_predicate(self._coerce_filter(where), self.schema)
-        d2, ids, plan = planners[st.name].search(queries, int(k), mask, key=key, **params)
+        d2, ids, plan = self._planner(st).search(queries, int(k), mask, key=key, **params)
         return _distance(d2, st.config.metric).astype(np.float32), ids, plan
+
+    def _planner(self, st: _EmbeddingState) -> QueryPlanner:
+        with self._cache_lock:
+            planners = self.__dict__.setdefault("_planners", {})
+            if st.name not in planners:
+                backend = self.manifest.embeddings[st.name]["index"]["backend"]
+                planners[st.name] = QueryPlanner(st.index, st.vectors, backend, PlannerConfig(exact_max_rows=self.exact_threshold, cache_bytes=self.planner_cache_bytes))
+            return planners[st.name]
+
+    def recent_filters(self, n: int = 16) -> list[MetadataFilter]:
+        """The ``n`` most recently used filters, newest first (what :meth:`warm` of the next
+        version of this collection should prepare)."""
+        with self._cache_lock:
+            return list(reversed(self._recent_filters.values()))[: max(0, int(n))]
+
+    def warm(self, filters: Sequence[MetadataFilter | dict[str, Any] | str] = (), embeddings: Sequence[str] | None = None) -> dict[str, float]:
+        """Do the one-time work of queries ahead of them, so the first users do not wait.
+
+        Reads the facet columns; then per embedding runs one unfiltered query (loads the
+        index pages) and, per filter, one filtered query, which evaluates the filter's
+        mask and builds the planner's cached structure for it (gathered subset, IVF cells
+        over the allowed rows, or selector bitmap). A server calls this on a new version
+        with the old version's :meth:`recent_filters` before switching to it.
+
+        Returns:
+            Seconds spent per step (``"facets"``, ``"<embedding>"``, ``"<embedding> <filter json>"``).
+
+        Raises:
+            FilterError, KeyError: as :meth:`search_vectors`.
+        """
+        out: dict[str, float] = {}
+        t = time.perf_counter()
+        self.facets()
+        out["facets"] = time.perf_counter() - t
+        for name in embeddings or self.embeddings:
+            st = self._state(name)
+            q = np.asarray(st.vectors[:1], dtype=np.float32)
+            t = time.perf_counter()
+            self.search_vectors(q, name, 1)
+            out[name] = time.perf_counter() - t
+            for f in filters:
+                f = self._coerce_filter(f)
+                t = time.perf_counter()
+                self.search_vectors(q, name, 1, f)
+                out[f"{name} {f.to_json() if f is not None else 'null'}"] = time.perf_counter() - t
+        return out
 
     def neighbors(
         self,

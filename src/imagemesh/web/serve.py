@@ -3,8 +3,9 @@
 * :class:`ReloadingApp` wraps a frontend (``create_app(collection, settings)``). At most
   every ``check_interval`` seconds a request triggers a cheap ``stat`` of
   ``manifest.json``; when it changed and names another ``build_id``, the new version is
-  opened in a background thread while the old one keeps answering, and then swapped in
-  for new requests. Requests already running finish on the version they started with
+  opened in a background thread while the old one keeps answering, warmed with the
+  filters users ran recently (:meth:`~imagemesh.collection.Collection.warm`), and then
+  swapped in for new requests. Requests already running finish on the version they started with
   (a build keeps the previous build folder and table versions, see
   :mod:`imagemesh.build`). A version that fails to open is not switched to (the old one
   stays; the failure is logged without request content).
@@ -60,6 +61,8 @@ class ReloadingApp:
         check_interval: seconds between ``stat`` calls on ``manifest.json`` (0 = every request).
         opener: opens a collection (default :func:`imagemesh.open_collection`).
         collection: an already open collection of ``root`` (else it is opened here).
+        warm_filters: before switching to a new version, warm it with this many of the
+            current version's most recent filters (:meth:`Collection.warm`); 0 = no warming.
     """
 
     def __init__(
@@ -70,8 +73,10 @@ class ReloadingApp:
         check_interval: float = 1.0,
         opener: Callable[[Path], Collection] = open_collection,
         collection: Collection | None = None,
+        warm_filters: int = 16,
     ) -> None:
         self.root = Path(root)
+        self.warm_filters = int(warm_filters)
         self.create_app = create_app
         self.settings = settings or WebSettings()
         self.check_interval = float(check_interval)
@@ -124,6 +129,14 @@ class ReloadingApp:
         if c.manifest.build_id == self.build_id:
             self._stamp = stamp
             return False
+        if self.warm_filters:
+            # Do the new version's one-time work (facet columns, index pages, the masks and
+            # planner structures of the filters users ran recently) before it takes
+            # requests, so a switch does not turn into a burst of cold, slow queries.
+            try:
+                c.warm(self.collection.recent_filters(self.warm_filters))
+            except Exception as e:  # warming is an optimisation; serve the new version anyway
+                log.warning("imagemesh: warming build %s failed (%s)", c.manifest.build_id, type(e).__name__)
         self._current = (c, self.create_app(c, self.settings))
         self._stamp = stamp
         self.reloads += 1
