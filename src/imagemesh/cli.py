@@ -150,23 +150,6 @@ def info(collection: Path) -> None:
     click.echo(json.dumps(d, indent=1, ensure_ascii=False))
 
 
-def _serve(c: Any, host: str, port: int, frontend: str, open_msg: str | None = None) -> None:
-    import uvicorn
-
-    from .registry import default_registries
-    from .web.settings import WebSettings
-
-    regs = default_registries()
-    try:
-        create_app = regs.frontends.get(frontend)
-    except RegistryError as e:
-        _fail(str(e))
-    app = create_app(c, WebSettings())
-    click.echo(open_msg or f"imagemesh: serving {c.root} at http://{host}:{port}/  (Ctrl-C to stop)")
-    # access_log=False: no request log with query content or client addresses (privacy default).
-    uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning", server_header=False)
-
-
 @cli.command()
 @click.argument("collection", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (loopback by default).")
@@ -233,7 +216,11 @@ def demo(host: str, port: int, rebuild: bool, no_serve: bool) -> None:
     if no_serve:
         click.echo(str(out))
         return
-    _serve(c, host, port, "explorer", f"imagemesh demo: open http://{host}:{port}/  ({len(c)} arXiv figures; Ctrl-C to stop)")
+    from .web.serve import run
+
+    click.echo(f"imagemesh demo: open http://{host}:{port}/  ({len(c)} arXiv figures; Ctrl-C to stop)")
+    # the same serving path as `imagemesh serve` (request caps, no access log, hot version switch)
+    run(out, host=host, port=port, collection=c)
 
 
 @cli.command()
