@@ -266,7 +266,9 @@ def _paths(rng: random.Random, n: int, embeddings: list[str]) -> tuple[str, str]
     return "thumbnail", f"/api/images/{rng.randrange(n)}/thumbnail"
 
 
-async def _load(port: int, seconds: float, connections: int, n: int, embeddings: list[str], on_half: Any) -> dict[str, Any]:
+async def _load(port: int, seconds: float, connections: int, n: int, embeddings: list[str], on_half: Any, switches: int = 2) -> dict[str, Any]:
+    """Run the request mix for ``seconds``; ``on_half`` (if given) publishes a new
+    collection version ``switches`` times, evenly spaced."""
     lat: dict[str, list[float]] = {}
     errors: list[str] = []
     builds_seen: list[tuple[float, str]] = []
@@ -313,10 +315,13 @@ async def _load(port: int, seconds: float, connections: int, n: int, embeddings:
         writer.close()
 
     async def switch() -> None:
-        await asyncio.sleep(seconds / 2)
-        t = time.monotonic() - t0
-        new = await asyncio.to_thread(on_half)
-        switch_info.update({"at_s": round(t, 2), "done_s": round(time.monotonic() - t0, 2), "new_build": new})
+        if on_half is None:
+            return
+        for n_sw in range(switches):
+            await asyncio.sleep(max(0.0, t0 + seconds * (n_sw + 1) / (switches + 1) - time.monotonic()))
+            t = time.monotonic() - t0
+            new = await asyncio.to_thread(on_half)
+            switch_info.setdefault("switches", []).append({"at_s": round(t, 2), "done_s": round(time.monotonic() - t0, 2), "new_build": new})
 
     switch_info: dict[str, Any] = {}
     await asyncio.gather(*(worker(i) for i in range(connections)), probe(), switch())
@@ -335,7 +340,7 @@ async def _load(port: int, seconds: float, connections: int, n: int, embeddings:
     }
 
 
-def run_one(name: str, root: Path, seconds: float, connections: int, workers: int) -> dict[str, Any]:
+def run_one(name: str, root: Path, seconds: float, connections: int, workers: int, warmup: float = 0.0) -> dict[str, Any]:
     from imagemesh.collection import open_collection
 
     c = open_collection(root)
@@ -363,16 +368,21 @@ def run_one(name: str, root: Path, seconds: float, connections: int, workers: in
         mem: list[dict[str, float]] = []
         stop = False
 
+        phase = "warmup" if warmup > 0 else "measured"
+
         async def sample() -> None:
             t_s = time.monotonic()
             while not stop:
                 rss, pss = _mem(proc.pid)
-                mem.append({"t_s": round(time.monotonic() - t_s, 1), "rss_mb": round(rss / 2**20, 1), "pss_mb": round(pss / 2**20, 1)})
+                mem.append({"t_s": round(time.monotonic() - t_s, 1), "phase": phase, "rss_mb": round(rss / 2**20, 1), "pss_mb": round(pss / 2**20, 1)})
                 await asyncio.sleep(1.0)
 
         async def main() -> dict[str, Any]:
-            nonlocal stop
+            nonlocal stop, phase
             task = asyncio.create_task(sample())
+            if warmup > 0:  # the same mix, not recorded: first-use costs (filter masks, planner structures) happen here
+                await _load(port, warmup, connections, n, embeddings, None)
+                phase = "measured"
             res = await _load(port, seconds, connections, n, embeddings, lambda: bump_version(root))
             stop = True
             await task
@@ -387,9 +397,9 @@ def run_one(name: str, root: Path, seconds: float, connections: int, workers: in
             os.killpg(proc.pid, signal.SIGKILL)
             out, _ = proc.communicate()
     server_log = out.decode(errors="replace").strip().splitlines()
-    rss = [m["rss_mb"] for m in mem]
+    rss = [m["rss_mb"] for m in mem if m["phase"] == "measured"]
     res.update({
-        "collection": name, "n_images": n, "workers": workers, "connections": connections, "startup_s": round(startup, 1),
+        "collection": name, "n_images": n, "workers": workers, "connections": connections, "startup_s": round(startup, 1), "warmup_s": warmup,
         "build_before": before, "memory": {"samples": mem, "rss_mb_first": rss[0] if rss else None, "rss_mb_max": max(rss) if rss else None, "rss_mb_last": rss[-1] if rss else None},
         "collection_bytes": _du(root), "server_log_lines": server_log[:50],
     })
@@ -416,8 +426,13 @@ def to_markdown(results: dict[str, Any]) -> str:
         for k, s in r["by_endpoint"].items():
             lines.append(f"| {k} | {s['n']:,} | {s['p50_ms']} | {s['p99_ms']} | {s['max_ms']} |")
         v = r["version_switch"]
-        lines += ["", f"Version switch at {v.get('at_s')} s (manifest replaced by {v.get('done_s')} s): builds seen by the /api/info probe "
+        sw = ", ".join(f"{x['at_s']} s" for x in v.get("switches", []))
+        lines += ["", f"Warm-up before the measured window: {r.get('warmup_s', 0)} s. New versions published at {sw}: builds seen by the /api/info probe "
                   f"{v.get('builds_seen_by_probe')}; errors during the whole run: {r['errors']}."]
+        samples = [m for m in r["memory"]["samples"] if m.get("phase", "measured") == "measured"]
+        if samples:
+            every = max(1, len(samples) // 12)
+            lines += ["", "RSS of all server processes over the measured window (MB): " + ", ".join(f"{m['t_s']:g} s {m['rss_mb']:.0f}" for m in samples[::every])]
     return "\n".join(lines) + "\n"
 
 
@@ -425,6 +440,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--warmup", type=float, default=0, help="Seconds of the same mix before the measured window (not recorded).")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--synthetic-n", type=int, default=1_000_000)
     ap.add_argument("--only", choices=["demo", "synthetic"], default=None)
@@ -446,7 +462,7 @@ def main() -> None:
         todo.append((f"synthetic-{a.synthetic_n}", synthetic_collection(a.work, a.synthetic_n)))
     for name, root in todo:
         print(f"load: {name}, {a.seconds:g} s x {a.connections} connections, {a.workers} workers ...", flush=True)
-        r = run_one(name, root, a.seconds, a.connections, a.workers)
+        r = run_one(name, root, a.seconds, a.connections, a.workers, a.warmup)
         print(f"  {r['requests']} requests, {r['throughput_rps']} req/s, p50 {r['all']['p50_ms']} ms, p99 {r['all']['p99_ms']} ms, errors {r['errors']}, "
               f"RSS {r['memory']['rss_mb_first']} -> {r['memory']['rss_mb_max']} MB; builds seen {r['version_switch'].get('builds_seen_by_probe')}", flush=True)
         results["runs"].append(r)

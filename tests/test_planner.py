@@ -202,3 +202,22 @@ def test_unfiltered_ivf_fills_every_slot(planners, vectors, mask_all) -> None:
     d, i, plan = planners["ivf"].search(vectors[:8], 50, mask, nprobe=1)
     assert plan.strategy == "unfiltered"
     assert ((i >= 0).sum(1) == 50).all()
+
+
+def test_k_means_cells_are_shared_between_planners_of_the_same_vectors(vectors: np.ndarray) -> None:
+    """A new collection version with unchanged vectors reuses the old planner's cells
+    (Collection.warm(previous=...)); the answers are the same as with its own cells."""
+    idx = _build(FaissIndex, vectors, recipe="HNSW16")
+    a = QueryPlanner(idx, vectors, "faiss", PlannerConfig(exact_max_rows=10))
+    b = QueryPlanner(idx, vectors, "faiss", PlannerConfig(exact_max_rows=10))
+    assert not b.share_cells(a)  # a has none yet
+    mask = np.zeros(len(vectors), bool)
+    mask[::3] = True
+    q = np.asarray(vectors[:5])
+    da, ia, plan = a.search(q, 7, mask, key="m", strategy="ivf-allowed")
+    assert plan.strategy == "ivf-allowed" and a.cache_info()["kmeans"]
+    assert b.share_cells(a) and b._centroids is a._centroids  # noqa: SLF001
+    db, ib, _ = b.search(q, 7, mask, key="m", strategy="ivf-allowed")
+    assert np.array_equal(ia, ib) and np.allclose(da, db)
+    c = QueryPlanner(idx, vectors[:-1], "faiss")
+    assert not c.share_cells(a)  # other vectors: not shared

@@ -524,7 +524,12 @@ class Collection:
         with self._cache_lock:
             return list(reversed(self._recent_filters.values()))[: max(0, int(n))]
 
-    def warm(self, filters: Sequence[MetadataFilter | dict[str, Any] | str] = (), embeddings: Sequence[str] | None = None) -> dict[str, float]:
+    def warm(
+        self,
+        filters: Sequence[MetadataFilter | dict[str, Any] | str] = (),
+        embeddings: Sequence[str] | None = None,
+        previous: "Collection | None" = None,
+    ) -> dict[str, float]:
         """Do the one-time work of queries ahead of them, so the first users do not wait.
 
         Reads the facet columns; then per embedding runs one unfiltered query (loads the
@@ -532,6 +537,10 @@ class Collection:
         mask and builds the planner's cached structure for it (gathered subset, IVF cells
         over the allowed rows, or selector bitmap). A server calls this on a new version
         with the old version's :meth:`recent_filters` before switching to it.
+
+        ``previous``: the version this one replaces; where an embedding's vectors are
+        unchanged (same sha256 in both manifests) its planner's k-means cells are reused
+        instead of recomputed (seconds at 1M vectors).
 
         Returns:
             Seconds spent per step (``"facets"``, ``"<embedding>"``, ``"<embedding> <filter json>"``).
@@ -545,6 +554,10 @@ class Collection:
         out["facets"] = time.perf_counter() - t
         for name in embeddings or self.embeddings:
             st = self._state(name)
+            if previous is not None and name in previous.manifest.embeddings:
+                old_sha = previous.manifest.embeddings[name]["vectors"].get("sha256")
+                if old_sha and old_sha == self.manifest.embeddings[name]["vectors"].get("sha256") and name in previous.__dict__.get("_planners", {}):
+                    self._planner(st).share_cells(previous._planner(previous._state(name)))
             q = np.asarray(st.vectors[:1], dtype=np.float32)
             t = time.perf_counter()
             self.search_vectors(q, name, 1)

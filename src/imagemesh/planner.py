@@ -387,6 +387,20 @@ class QueryPlanner:
         idx.add_core(int(rows.size), faiss.swig_ptr(xs), faiss.swig_ptr(rows), faiss.swig_ptr(lists))
         return _Subset(rows, idx, "ivf", [quantizer], xs.nbytes + rows.nbytes)
 
+    def share_cells(self, other: "QueryPlanner") -> bool:
+        """Reuse ``other``'s k-means cells (centroids and row assignment) if it has them
+        and holds the same vectors (the caller checks content, e.g. by the manifest's
+        sha256); saves the k-means of a new version with unchanged vectors. Returns
+        whether the cells were taken."""
+        with other._lock:
+            cells = (other._centroids, other._assign)
+        if cells[0] is None or cells[1] is None or other.n != self.n or other.dim != self.dim or other.config.nlist != self.config.nlist:
+            return False
+        with self._lock:
+            if self._centroids is None:
+                self._centroids, self._assign = cells
+        return True
+
     def nlist(self) -> int:
         if self.config.nlist:
             return int(max(1, min(self.config.nlist, self.n)))

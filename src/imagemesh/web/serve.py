@@ -134,7 +134,7 @@ class ReloadingApp:
             # planner structures of the filters users ran recently) before it takes
             # requests, so a switch does not turn into a burst of cold, slow queries.
             try:
-                c.warm(self.collection.recent_filters(self.warm_filters))
+                c.warm(self.collection.recent_filters(self.warm_filters), previous=self.collection)
             except Exception as e:  # warming is an optimisation; serve the new version anyway
                 log.warning("imagemesh: warming build %s failed (%s)", c.manifest.build_id, type(e).__name__)
         self._current = (c, self.create_app(c, self.settings))
