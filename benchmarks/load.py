@@ -181,21 +181,10 @@ def synthetic_collection(work: Path, n: int, dim: int = 64, seed: int = 0) -> Pa
 
 
 def bump_version(root: Path) -> str:
-    """A new version of the same content: hard-linked build folder + new manifest (atomic)."""
-    from imagemesh.build import _finish, _new_build_dir
-    from imagemesh.manifest import Manifest
+    """A new version of the same content (see :func:`imagemesh.build.republish`)."""
+    from imagemesh.build import republish
 
-    m = Manifest.read(root)
-    build_id, partial = _new_build_dir(root)
-    old = root / m.data_dir
-    for p in old.rglob("*"):
-        if p.is_file():
-            dst = partial / p.relative_to(old)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            os.link(p, dst)
-    m.build_id, m.data_dir = build_id, f"builds/{build_id}"
-    _finish(root, partial, m)
-    return build_id
+    return republish(root)
 
 
 def _du(p: Path) -> int:
@@ -221,9 +210,11 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
-def _mem(pid: int) -> tuple[int, int]:
-    """(RSS, PSS) in bytes of a process and its children (PSS splits shared pages)."""
-    rss = pss = 0
+def _mem(pid: int) -> tuple[int, int, int]:
+    """(RSS, PSS, anonymous) bytes of a process and its children. PSS splits shared
+    pages; anonymous memory is the heap (caches, arrays), without the page cache of the
+    memory-mapped vectors and indices, which grows as queries touch more of them."""
+    rss = pss = anon = 0
     for p in _tree(pid):
         try:
             for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
@@ -231,9 +222,11 @@ def _mem(pid: int) -> tuple[int, int]:
                     rss += int(line.split()[1]) * 1024
                 elif line.startswith("Pss:"):
                     pss += int(line.split()[1]) * 1024
+                elif line.startswith("Anonymous:"):
+                    anon += int(line.split()[1]) * 1024
         except OSError:
             pass
-    return rss, pss
+    return rss, pss, anon
 
 
 # ---------------------------------------------------------------------- client
@@ -340,7 +333,7 @@ async def _load(port: int, seconds: float, connections: int, n: int, embeddings:
     }
 
 
-def run_one(name: str, root: Path, seconds: float, connections: int, workers: int, warmup: float = 0.0) -> dict[str, Any]:
+def run_one(name: str, root: Path, seconds: float, connections: int, workers: int, warmup: float = 0.0, switches: int = 2) -> dict[str, Any]:
     from imagemesh.collection import open_collection
 
     c = open_collection(root)
@@ -373,8 +366,8 @@ def run_one(name: str, root: Path, seconds: float, connections: int, workers: in
         async def sample() -> None:
             t_s = time.monotonic()
             while not stop:
-                rss, pss = _mem(proc.pid)
-                mem.append({"t_s": round(time.monotonic() - t_s, 1), "phase": phase, "rss_mb": round(rss / 2**20, 1), "pss_mb": round(pss / 2**20, 1)})
+                rss, pss, anon = _mem(proc.pid)
+                mem.append({"t_s": round(time.monotonic() - t_s, 1), "phase": phase, "rss_mb": round(rss / 2**20, 1), "pss_mb": round(pss / 2**20, 1), "anon_mb": round(anon / 2**20, 1)})
                 await asyncio.sleep(1.0)
 
         async def main() -> dict[str, Any]:
@@ -383,7 +376,7 @@ def run_one(name: str, root: Path, seconds: float, connections: int, workers: in
             if warmup > 0:  # the same mix, not recorded: first-use costs (filter masks, planner structures) happen here
                 await _load(port, warmup, connections, n, embeddings, None)
                 phase = "measured"
-            res = await _load(port, seconds, connections, n, embeddings, lambda: bump_version(root))
+            res = await _load(port, seconds, connections, n, embeddings, lambda: bump_version(root), switches)
             stop = True
             await task
             return res
@@ -413,14 +406,16 @@ def to_markdown(results: dict[str, Any]) -> str:
         f"{results['when']}, machine: {results['machine']}. Load average before/after: {results['loadavg_before']} / {results['loadavg_after']} "
         "(other jobs shared the machine; the load generator runs on the same 2 cores).",
         "",
-        "| collection | images | workers | conns | seconds | requests | req/s | errors | p50 ms | p99 ms | RSS MB first → max → last | PSS MB max |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| collection | images | workers | conns | seconds | requests | req/s | errors | p50 ms | p99 ms | RSS MB first → max → last | PSS MB max | anonymous MB first → max → last |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["runs"]:
         m = r["memory"]
         pss = max((s["pss_mb"] for s in m["samples"]), default=None)
+        anon = [s["anon_mb"] for s in m["samples"] if s.get("phase", "measured") == "measured" and "anon_mb" in s]
+        anon_txt = f"{anon[0]} → {max(anon)} → {anon[-1]}" if anon else "n/a"
         lines.append(f"| {r['collection']} | {r['n_images']:,} | {r['workers']} | {r['connections']} | {r['seconds']} | {r['requests']:,} | {r['throughput_rps']} | {r['errors']} | "
-                     f"{r['all']['p50_ms']} | {r['all']['p99_ms']} | {m['rss_mb_first']} → {m['rss_mb_max']} → {m['rss_mb_last']} | {pss} |")
+                     f"{r['all']['p50_ms']} | {r['all']['p99_ms']} | {m['rss_mb_first']} → {m['rss_mb_max']} → {m['rss_mb_last']} | {pss} | {anon_txt} |")
     for r in results["runs"]:
         lines += ["", f"## {r['collection']}: per endpoint", "", "| endpoint | requests | p50 ms | p99 ms | max ms |", "|---|---|---|---|---|"]
         for k, s in r["by_endpoint"].items():
@@ -432,7 +427,8 @@ def to_markdown(results: dict[str, Any]) -> str:
         samples = [m for m in r["memory"]["samples"] if m.get("phase", "measured") == "measured"]
         if samples:
             every = max(1, len(samples) // 12)
-            lines += ["", "RSS of all server processes over the measured window (MB): " + ", ".join(f"{m['t_s']:g} s {m['rss_mb']:.0f}" for m in samples[::every])]
+            lines += ["", "Memory of all server processes over the measured window, MB (time: RSS / anonymous): "
+                      + ", ".join(f"{m['t_s']:g} s {m['rss_mb']:.0f} / {m.get('anon_mb', float('nan')):.0f}" for m in samples[::every])]
     return "\n".join(lines) + "\n"
 
 
@@ -440,6 +436,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--switches", type=int, default=2, help="New collection versions published during the measured window (evenly spaced).")
     ap.add_argument("--warmup", type=float, default=0, help="Seconds of the same mix before the measured window (not recorded).")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--synthetic-n", type=int, default=1_000_000)
@@ -462,7 +459,7 @@ def main() -> None:
         todo.append((f"synthetic-{a.synthetic_n}", synthetic_collection(a.work, a.synthetic_n)))
     for name, root in todo:
         print(f"load: {name}, {a.seconds:g} s x {a.connections} connections, {a.workers} workers ...", flush=True)
-        r = run_one(name, root, a.seconds, a.connections, a.workers, a.warmup)
+        r = run_one(name, root, a.seconds, a.connections, a.workers, a.warmup, a.switches)
         print(f"  {r['requests']} requests, {r['throughput_rps']} req/s, p50 {r['all']['p50_ms']} ms, p99 {r['all']['p99_ms']} ms, errors {r['errors']}, "
               f"RSS {r['memory']['rss_mb_first']} -> {r['memory']['rss_mb_max']} MB; builds seen {r['version_switch'].get('builds_seen_by_probe')}", flush=True)
         results["runs"].append(r)

@@ -83,5 +83,5 @@ def categorized_collection(tmp_path_factory: pytest.TempPathFactory) -> Collecti
     snap = root / "snapshot.jsonl"
     snap.write_text("".join(json.dumps(dict(r, id=i)) + "\n" for i, r in zip(ids, records)), encoding="utf-8")
     out = root / "coll"
-    build_collection(src, out, BuildOptions(embeddings=["raw"], backend="exact", metadata_files=[snap], progress=False), log=lambda s: None)
+    build_collection(src, out, BuildOptions(embeddings=["raw", "ternary"], backend="exact", metadata_files=[snap], progress=False), log=lambda s: None)
     return open_collection(out)

@@ -384,8 +384,9 @@ def test_metadata_is_rendered_as_text(page) -> None:
 
 def test_category_dropdown_shows_official_names_and_keyword_finds_them(browser, categorized_collection) -> None:
     """On a collection joined with arXiv snapshot records: the category dropdown lists
-    official names with counts, choosing one narrows the grid, and the keyword box (the
-    full-text index) finds images by a category's official name."""
+    official names with counts, choosing one narrows the grid, the keyword box (the
+    full-text index) finds images by a category's official name, and hover shows the
+    ternary class."""
     from imagemesh.arxiv import Taxonomy
 
     c = categorized_collection
@@ -421,5 +422,12 @@ def test_category_dropdown_shows_official_names_and_keyword_finds_them(browser, 
         assert {r for r in range(len(c)) if c.get(r)["category"] == other} <= got
         assert got == set(np.flatnonzero(c.allowed({"keyword": tax.category_name(other)})).tolist())
         shot(pg, "keyword-category-name")
+        # hover shows the ternary classifier's class (this collection has that embedding)
+        pg.hover("#grid .tile >> nth=0")
+        pg.wait_for_selector("#tooltip:not([hidden])")
+        labels = pg.eval_on_selector_all("#tooltip ol[data-classifier='ternary'] .pred-label", "ls => ls.map(l => l.textContent)")
+        assert labels and set(labels) <= {"diagram", "sensor", "mixed"}, labels
+        assert "ternary prediction" in pg.text_content("#tooltip")
+        shot(pg, "hover-ternary")
         ctx.close()
         assert not problems, problems

@@ -388,10 +388,6 @@ def test_map_2d_is_stored_per_embedding(real_collection: Collection) -> None:
 def test_warm_prepares_filters_and_reload_warms_the_new_version(tmp_path: Path, small_source: Path) -> None:
     """warm() builds each filter's mask and planner structure ahead of the first query;
     ReloadingApp warms a new version with the old one's recent filters before switching."""
-    import os
-    import shutil
-
-    from imagemesh.manifest import Manifest
     from imagemesh.web.app import create_app
     from imagemesh.web.serve import ReloadingApp
 
@@ -404,15 +400,9 @@ def test_warm_prepares_filters_and_reload_warms_the_new_version(tmp_path: Path, 
     assert [f.to_dict() for f in old.recent_filters()] == [imagemesh.from_dict(f).to_dict() for f in reversed(filters)]
 
     app = ReloadingApp(out, create_app, collection=old, check_interval=0)
-    # a new version of the same content: hard-linked build folder, new manifest
-    m = Manifest.read(out)
-    from imagemesh.build import _finish, _new_build_dir
+    from imagemesh.build import republish
 
-    build_id, partial = _new_build_dir(out)
-    shutil.rmtree(partial)
-    shutil.copytree(out / m.data_dir, partial, copy_function=os.link)
-    m.build_id, m.data_dir = build_id, f"builds/{build_id}"
-    _finish(out, partial, m)
+    build_id = republish(out)  # a new version of the same content
     assert app.reload_now() and app.build_id == build_id
     new = app.collection
     assert new is not old

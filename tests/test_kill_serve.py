@@ -16,24 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from imagemesh.build import BuildOptions, _finish, _new_build_dir, build_collection
-from imagemesh.manifest import Manifest
+from imagemesh.build import BuildOptions, build_collection
+from imagemesh.build import republish as bump_version
 
 from .conftest import make_subset
-
-
-def bump_version(root: Path) -> str:
-    """A new version with the same content (hard-linked files, new build id, atomic switch)."""
-    m = Manifest.read(root)
-    build_id, partial = _new_build_dir(root)
-    old = root / m.data_dir
-    for p in old.rglob("*"):
-        if p.is_file():
-            (partial / p.relative_to(old)).parent.mkdir(parents=True, exist_ok=True)
-            os.link(p, partial / p.relative_to(old))
-    m.build_id, m.data_dir = build_id, f"builds/{build_id}"
-    _finish(root, partial, m)
-    return build_id
 
 
 def _children(pid: int) -> list[int]:

@@ -332,6 +332,31 @@ def _finish(out: Path, partial: Path, manifest: Manifest) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+def republish(out: Path) -> str:
+    """Publish the current content of collection ``out`` as a new version: a hard-linked
+    copy of its build folder under a new build id, then the atomic manifest switch.
+
+    Servers pick it up like any new build; the load benchmark and the hot-reload tests
+    use it. Returns the new build id.
+
+    Raises:
+        ManifestError: ``out`` holds no readable manifest.
+        OSError: the build folder cannot be linked (e.g. another file system).
+    """
+    out = Path(out)
+    m = Manifest.read(out)
+    build_id, partial = _new_build_dir(out)
+    old = out / m.data_dir
+    for p in old.rglob("*"):
+        if p.is_file():
+            dst = partial / p.relative_to(old)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.link(p, dst)
+    m.build_id, m.data_dir = build_id, f"builds/{build_id}"
+    _finish(out, partial, m)
+    return build_id
+
+
 def _write_table(db: Any, name: str, data: pa.Table, base_version: int | None, fresh: bool, fts: bool = False) -> int:
     """Commit ``data`` as a new version of table ``name``; returns the version.
 

@@ -123,7 +123,7 @@ def train_classifier(
     from sklearn.model_selection import StratifiedKFold
 
     from .nets import SmallConvNet
-    from .training import export_onnx, fit, load_arrays, onnx_parity, predict, write_card
+    from .training import export_checked, fit, load_arrays, predict, write_card
 
     if threads:
         torch.set_num_threads(threads)
@@ -157,13 +157,7 @@ def train_classifier(
     torch.manual_seed(seed)
     net = fit(SmallConvNet(len(classes)), x, y, epochs, seed=seed)
     out = Path(out)
-    export_onnx(net, out, with_logits=True)
-    rng = np.random.default_rng(seed)
-    probe = x[rng.choice(len(x), size=min(32, len(x)), replace=False)]
-    parity = onnx_parity(net, out, probe)
-    log(f"{name}: ONNX parity on {len(probe)} training images, max |torch - ORT|: {parity}")
-    if save_state:
-        torch.save(net.state_dict(), out.with_suffix(".pt"))
+    parity = export_checked(net, out, x, with_logits=True, seed=seed, save_state=save_state, name=name, log=log)
     card = {
         "name": name,
         "kind": "classifier",

@@ -113,7 +113,7 @@ def train_deepcluster(
     from sklearn.metrics import normalized_mutual_info_score as nmi
 
     from .nets import SmallConvNet
-    from .training import export_onnx, fit, load_arrays, onnx_parity, predict, write_card
+    from .training import export_checked, fit, load_arrays, predict, write_card
 
     if threads:
         torch.set_num_threads(threads)
@@ -152,13 +152,7 @@ def train_deepcluster(
     if ref is not None:
         final["nmi_reference"] = round(float(nmi(ref, final_labels)), 4)
     out = Path(out)
-    export_onnx(net, out, with_logits=False)
-    rng = np.random.default_rng(seed)
-    probe = x[rng.choice(len(x), size=min(32, len(x)), replace=False)]
-    parity = onnx_parity(net, out, probe)
-    log(f"deepcluster: ONNX parity on {len(probe)} training images, max |torch - ORT|: {parity}")
-    if save_state:
-        torch.save(net.state_dict(), out.with_suffix(".pt"))
+    parity = export_checked(net, out, x, with_logits=False, seed=seed, save_state=save_state, name="deepcluster", log=log)
     card = {
         "name": "deepcluster",
         "kind": "deepcluster",

@@ -220,6 +220,22 @@ def onnx_parity(net: SmallConvNet, onnx_path: Path, x: np.ndarray) -> dict[str, 
     return {name: float(np.abs(g - ref[name]).max()) for name, g in zip(names, got)}
 
 
+def export_checked(net: SmallConvNet, out: Path, x: np.ndarray, *, with_logits: bool, seed: int, save_state: bool, name: str, log: Callable[[str], None] = print) -> dict[str, float]:
+    """Export ``net`` to ONNX at ``out`` (:func:`export_onnx`), measure torch/ONNX Runtime
+    parity on up to 32 of the uint8 training images ``x`` (:func:`onnx_parity`), and
+    optionally save the state dict beside it (``out.with_suffix(".pt")``).
+    Returns the parity (max abs difference per output)."""
+    out = Path(out)
+    export_onnx(net, out, with_logits=with_logits)
+    rng = np.random.default_rng(seed)
+    probe = x[rng.choice(len(x), size=min(32, len(x)), replace=False)]
+    parity = onnx_parity(net, out, probe)
+    log(f"{name}: ONNX parity on {len(probe)} training images, max |torch - ORT|: {parity}")
+    if save_state:
+        torch.save(net.state_dict(), out.with_suffix(".pt"))
+    return parity
+
+
 def write_card(onnx_path: Path, card: dict[str, Any], net: SmallConvNet, labels: Sequence[str] | None) -> Path:
     """Write ``<stem>.json`` (and ``<stem>.labels.txt``) next to the ONNX file; returns the card path."""
     onnx_path = Path(onnx_path)

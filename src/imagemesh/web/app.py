@@ -147,6 +147,9 @@ def create_app(collection: Collection, settings: WebSettings | None = None) -> S
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        import anyio.to_thread
+
+        anyio.to_thread.current_default_thread_limiter().total_tokens = max(1, int(settings.worker_threads))
         yield
         for d in decoders:
             d.close()

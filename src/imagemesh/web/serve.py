@@ -36,7 +36,7 @@ from ..collection import Collection, open_collection
 from ..manifest import Manifest, ManifestError
 from .settings import WebSettings
 
-__all__ = ["ReloadingApp", "RequestCaps", "run", "make_app", "app_from_env", "ENV_PREFIX"]
+__all__ = ["ReloadingApp", "RequestCaps", "run", "make_app", "app_from_env", "release_memory", "ENV_PREFIX"]
 
 log = logging.getLogger("imagemesh.web")
 
@@ -77,6 +77,7 @@ class ReloadingApp:
     ) -> None:
         self.root = Path(root)
         self.warm_filters = int(warm_filters)
+        self.release_delay_s = 5.0
         self.create_app = create_app
         self.settings = settings or WebSettings()
         self.check_interval = float(check_interval)
@@ -145,9 +146,15 @@ class ReloadingApp:
 
     def _reload_thread(self) -> None:
         try:
-            self.reload_now()
+            switched = self.reload_now()
         finally:
             self._reloading = False
+        if switched:
+            # Requests that started on the old version finish within the request timeout;
+            # then its caches are garbage and the allocator can give the pages back, so
+            # that a process holds at most two versions' caches (old + the one warming).
+            time.sleep(min(self.release_delay_s, 60.0))
+            release_memory()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not self._reloading and self._changed():
@@ -224,6 +231,20 @@ class RequestCaps:
 
 class _BodyTooLarge(Exception):
     pass
+
+
+def release_memory() -> None:
+    """Collect garbage and return free heap pages to the OS (glibc ``malloc_trim``; a no-op
+    where glibc is absent). Without it, a process's RSS keeps the high-water mark of
+    every version it ever warmed."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def make_app(

@@ -27,6 +27,10 @@ class WebSettings:
             the server down; ``False`` decodes in the request thread.
         upload_decode_timeout_s: wall-clock limit of one isolated upload decode, seconds.
         upload_decode_memory_bytes: address space the decoder worker may add, bytes.
+        worker_threads: threads that run requests in one server process (anyio's thread
+            limiter, default 40). Queries are CPU-bound: more threads than cores only
+            interleave them, and starve the thread that opens and warms a new version.
+            Applied at ASGI startup (lifespan).
         title: page title.
     """
 
@@ -42,4 +46,5 @@ class WebSettings:
     isolate_uploads: bool = True
     upload_decode_timeout_s: float = 20.0
     upload_decode_memory_bytes: int = 1024 * 1024 * 1024
+    worker_threads: int = 4
     title: str = "imagemesh"
