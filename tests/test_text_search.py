@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from imagemesh import Keyword, from_dict
 from imagemesh.arxiv import Taxonomy
 from imagemesh.collection import Collection
-from imagemesh.text_search import FTS_COLUMN, compose_search_text, keyword_predicate, matches_words, query_words, words
+from imagemesh.text_search import FTS_COLUMN, compose_search_text, fts_query_text, keyword_predicate, matches_words, query_words, words
 
 
 def _rows(c: Collection) -> list[dict]:
@@ -38,6 +38,9 @@ def test_words_follow_the_simple_tokenizer() -> None:
     assert matches_words("élan", "Über die Élan") and not matches_words("elan", "Über die Élan")  # no accent folding
     assert not matches_words("transform", "transformers")  # whole words, no stemming
     assert not matches_words("anything", None)
+    # found by hypothesis: the FTS index gets the words as typed, not lower-cased first
+    # ("İ".lower() is "i" + U+0307, which the index would split into the word "i")
+    assert fts_query_text("İ, Vision vision") == "İ Vision vision" and fts_query_text("%") is None
 
 
 def test_search_text_joins_fields_and_official_category_names() -> None:
@@ -90,6 +93,15 @@ def test_index_scan_and_python_agree_on_generated_queries(real_collection, data)
     text = data.draw(st.lists(word, min_size=1, max_size=3).map(lambda ws: data.draw(st.sampled_from([" ", "-", ", ", "_", "'"])).join(ws)))
     fts, scan, py = _three_ways(real_collection, text)
     assert fts == scan == py, text
+
+
+def test_dotted_capital_i_query_regression(real_collection) -> None:
+    """Found by hypothesis: the query "İ" matched every row with the word "i", because it
+    was lower-cased (to "i" + U+0307) before the index split it."""
+    for q in ("İ", "İ i", "İstanbul"):
+        fts, scan, py = _three_ways(real_collection, q)
+        assert fts == scan == py == set(), q
+    assert _three_ways(real_collection, "i")[0]  # the plain word "i" does occur
 
 
 def test_keyword_combines_with_other_filters_by_mask_algebra(real_collection) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 from .arxiv import Taxonomy
 from .embedding import EmbeddingConfig
 from .filters import And, FilterError, Keyword, MetadataFilter, Not, Or, from_dict, to_lance_predicate
-from .text_search import FTS_COLUMN, keyword_predicate, query_words
+from .text_search import FTS_COLUMN, fts_query_text, keyword_predicate
 from .index import Index, IndexError_, exact_search
 from .manifest import Manifest, ManifestError
 from .planner import PlannerConfig, QueryPlanner, SearchPlan
@@ -438,14 +438,14 @@ class Collection:
         raise FilterError(f"cannot evaluate filter node {type(f).__name__}")
 
     def _keyword_mask(self, text: str) -> np.ndarray:
-        q = query_words(text)
+        q = fts_query_text(text)
         if q is None:
             return np.zeros(len(self), dtype=bool)
         if not self._has_fts:
             return self._rows_to_mask(self.table.search().where(keyword_predicate(text)))
         from lancedb.query import FullTextOperator, MatchQuery
 
-        query = MatchQuery(" ".join(q), FTS_COLUMN, operator=FullTextOperator.AND)
+        query = MatchQuery(q, FTS_COLUMN, operator=FullTextOperator.AND)
         # the limit must cover every match: a filter is a set, not a top-k of BM25 scores
         return self._rows_to_mask(self.table.search(query, query_type="fts").select(["row_id", "_score"]), fts=True)
 

@@ -22,9 +22,12 @@ What a word is follows the index's tokenizer exactly, so that the index, the SQL
   ``max_token_length=40``). A query containing such a word, or no word at all (``"%"``),
   matches nothing, rather than silently dropping the word and widening the result.
 
-Python's ``str.isalnum`` and Rust's ``is_alphanumeric`` differ on a few combining marks
-(Unicode ``Other_Alphabetic``, e.g. Devanagari vowel signs); text in those scripts may
-split differently in :func:`words` than in the index.
+Known differences, found by hypothesis: Python's ``str.isalnum`` and Rust's
+``is_alphanumeric`` differ on a few combining marks (Unicode ``Other_Alphabetic``, e.g.
+Devanagari vowel signs), so text in those scripts may split differently in :func:`words`
+than in the index. ``İ`` (U+0130) lower-cases to ``i`` plus a combining dot: the index and
+Python treat that as one word, the SQL fallback (which lower-cases the whole text first)
+sees a word boundary after the ``i``.
 """
 
 from __future__ import annotations
@@ -87,6 +90,16 @@ def query_words(text: str) -> tuple[str, ...] | None:
         if w not in out:
             out.append(w)
     return tuple(out) or None
+
+
+def fts_query_text(query: str) -> str | None:
+    """The text to hand the FTS index for ``query``: its words *as typed* (the index
+    lower-cases each word after splitting, like the documents; lower-casing first would
+    split ``İ``, whose lower case ``i̇`` holds a combining mark), or ``None`` when
+    :func:`query_words` says the query matches nothing."""
+    if query_words(query) is None:
+        return None
+    return " ".join(dict.fromkeys(_WORD.findall(query)))
 
 
 def matches_words(query: str, search_text: str | None) -> bool:
