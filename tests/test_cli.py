@@ -72,3 +72,22 @@ def test_build_then_info(runner, tmp_path: Path, small_source: Path) -> None:
     assert info["n_images"] == 24 and info["embeddings"][0]["backend"] == "annoy"
     r = runner.invoke(cli, ["build", str(small_source), "--out", str(out), "--backend", "nope", "--quiet"])
     assert r.exit_code == 2 and "unknown index backend" in r.stderr
+
+
+def test_serve_on_a_busy_port_fails_clearly(runner, real_collection: Collection) -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        r = runner.invoke(cli, ["serve", str(real_collection.root), "--port", str(port)])
+        assert r.exit_code == 2 and "cannot listen on 127.0.0.1:" in r.output and "--port" in r.output, r.output
+        r = runner.invoke(cli, ["demo", "--port", str(port)])  # checked before any build
+        assert r.exit_code == 2 and "cannot listen" in r.output, r.output
+
+
+def test_open_expands_the_home_folder(real_collection: Collection, tmp_path: Path, monkeypatch) -> None:
+    import imagemesh
+
+    (tmp_path / "coll").symlink_to(real_collection.root)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert len(imagemesh.open("~/coll")) == len(real_collection)

@@ -89,11 +89,12 @@ cli.main(args=argv, prog_name="imagemesh", standalone_mode=True)
 
 # (case id, function wrapped in the child, where, n-th call): the stage it interrupts.
 KILL_POINTS = [
-    ("decode", "imagemesh.build:load_image", "before", 9),  # stage 1, while decoding the 2nd chunk
+    ("decode", "imagemesh.isolate:IsolatedDecoder.canonical", "before", 9),  # stage 1, while decoding the 2nd chunk (in the isolated worker)
     ("chunk-written", "imagemesh.build:_save_npz_atomic", "after", 2),  # stage 1, between chunks
     ("embedding", "imagemesh.build:_save_npz_atomic", "before", 3),  # stage 1, 3rd chunk embedded, not saved
     ("chunk-torn-write", "imagemesh.build:atomic_write_bytes", "torn", 2),  # stage 1, half-written chunk temp file
     ("metadata-table", "imagemesh.build:_write_table", "after", 1),  # stage 2, images table committed, media not
+    ("fts-index", "imagemesh.build:_index_search_text", "before", 1),  # stage 2, images rows committed, full-text index not
     ("media-table", "imagemesh.build:_write_table", "after", 2),  # stage 2, both tables committed, no vectors
     ("pca", "imagemesh.build:fit_pca", "before", 1),  # stage 3, PCA
     ("vectors", "imagemesh.pca:PcaReducer.transform", "before", 2),  # stage 3, reduced vectors half written

@@ -26,6 +26,18 @@ def _fail(msg: str) -> None:
     sys.exit(2)
 
 
+def _check_port(host: str, port: int) -> None:
+    """Fail with a clear message if ``host:port`` cannot be bound (before a long build or
+    an open, and instead of uvicorn's exit code 3)."""
+    import socket
+
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as e:
+        _fail(f"cannot listen on {host}:{port} ({e.strerror or e}); is another server running? choose another port with --port")
+
+
 def _open(path: Path) -> Any:
     from .collection import CollectionError, open_collection
     from .manifest import ManifestError
@@ -167,6 +179,7 @@ def serve(collection: Path, host: str, port: int, frontend: str, workers: int, r
     from .registry import default_registries
     from .web.serve import run
 
+    _check_port(host, port)
     c = _open(collection)
     try:
         default_registries().frontends.get(frontend)
@@ -192,7 +205,8 @@ def _cache_dir() -> Path:
 def demo(host: str, port: int, rebuild: bool, no_serve: bool) -> None:
     """Build the bundled demo corpus (166 arXiv figures) once, then serve it.
 
-    The collection lives in $IMAGEMESH_CACHE or ~/.cache/imagemesh/demo and is reused.
+    The collection lives in $IMAGEMESH_CACHE/demo (default ~/.cache/imagemesh/demo) and is
+    reused; it is rebuilt when missing, damaged or of an older collection format.
     """
     from importlib import resources
 
@@ -202,6 +216,8 @@ def demo(host: str, port: int, rebuild: bool, no_serve: bool) -> None:
 
     out = _cache_dir() / "demo"
     src = Path(str(resources.files("imagemesh") / "demo_data"))
+    if not no_serve:
+        _check_port(host, port)
     c = None
     if not rebuild:
         try:

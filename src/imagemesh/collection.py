@@ -114,7 +114,7 @@ class Collection:
         verify_index_checksums: bool = True,
         planner_cache_bytes: int = 512 * 1024 * 1024,
     ) -> None:
-        self.root = Path(root)
+        self.root = Path(root).expanduser()
         self.registries = registries or default_registries()
         self.manifest = Manifest.read(self.root)
         self.data_dir = self.root / self.manifest.data_dir
@@ -722,5 +722,5 @@ def _has_keyword(f: MetadataFilter) -> bool:
 
 
 def open_collection(path: str | Path, registries: Registries | None = None, **kwargs: Any) -> Collection:
-    """Open a collection folder; see :class:`Collection`."""
-    return Collection(Path(path), registries=registries, **kwargs)
+    """Open a collection folder (``~`` is expanded); see :class:`Collection`."""
+    return Collection(Path(path).expanduser(), registries=registries, **kwargs)

@@ -51,7 +51,7 @@ class PcaReducer:
         return {
             "n_components": self.n_components,
             "input_dim": int(self.components_.shape[1]),
-            "explained_variance": float(self.explained_variance_ratio_.sum()),
+            "explained_variance": min(1.0, float(self.explained_variance_ratio_.sum(dtype=np.float64))),  # float32 sums can round above 1
             "method": "sklearn.decomposition.IncrementalPCA",
         }
 

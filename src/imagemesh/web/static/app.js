@@ -885,6 +885,7 @@ function hideTooltip() {
 
 async function openDetail(id) {
   const h = hitsById.get(id) || { id };
+  hideTooltip(); // the hover card would cover the grid next to the panel
   detailHit = h;
   fillDetail(h);
   el.detail.hidden = false;
