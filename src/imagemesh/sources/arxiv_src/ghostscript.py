@@ -149,29 +149,25 @@ def _run_gs(ps: bytes, limits: GhostscriptLimits, work: Path) -> Image.Image:
         if proc.returncode != 0 or not out.is_file() or out.stat().st_size == 0:
             first = next((ln for ln in text.splitlines() if ln.strip()), "no output")
             raise GhostscriptError(f"Ghostscript failed (exit {proc.returncode}): {first[:200]}")
-        try:
-            with Image.open(out) as img:
-                if img.width * img.height > limits.max_pixels:
-                    raise GhostscriptError(f"raster {img.width}x{img.height} exceeds limit of {limits.max_pixels} pixels")
-                img.load()
-                return img.convert("RGB")
-        except GhostscriptError:
-            raise
-        except Exception as e:
-            raise GhostscriptError(f"Ghostscript wrote an unreadable image: {type(e).__name__}: {e}") from e
+        return _open_rgb(out, limits, "raster", "Ghostscript wrote an unreadable image")
 
 
-def _decode_tiff(tiff: bytes, limits: GhostscriptLimits) -> Image.Image:
+def _open_rgb(source: Path | io.BytesIO, limits: GhostscriptLimits, what: str, unreadable: str) -> Image.Image:
+    """Decode ``source`` to RGB after checking its pixel count from the header."""
     try:
-        with Image.open(io.BytesIO(tiff)) as img:
+        with Image.open(source) as img:
             if img.width * img.height > limits.max_pixels:
-                raise GhostscriptError(f"TIFF preview {img.width}x{img.height} exceeds limit of {limits.max_pixels} pixels")
+                raise GhostscriptError(f"{what} {img.width}x{img.height} exceeds limit of {limits.max_pixels} pixels")
             img.load()
             return img.convert("RGB")
     except GhostscriptError:
         raise
     except Exception as e:
-        raise GhostscriptError(f"TIFF preview unreadable: {type(e).__name__}: {e}") from e
+        raise GhostscriptError(f"{unreadable}: {type(e).__name__}: {e}") from e
+
+
+def _decode_tiff(tiff: bytes, limits: GhostscriptLimits) -> Image.Image:
+    return _open_rgb(io.BytesIO(tiff), limits, "TIFF preview", "TIFF preview unreadable")
 
 
 def rasterise_postscript(data: bytes, limits: GhostscriptLimits = GhostscriptLimits(), work: Path | None = None) -> Image.Image:
