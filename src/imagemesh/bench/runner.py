@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -12,7 +13,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -453,12 +454,22 @@ def run_dataset(ds: Dataset, cfg: BenchConfig, log: Callable[[str], None]) -> di
             res["filters"][name]["lance_mask_equal"] = bool(np.array_equal(lm, ds.masks[name]))
 
     res["errors"] = []
+
+    @contextlib.contextmanager
+    def guarded(what: str) -> Iterator[None]:
+        """One contender failing must not lose the others' results: record and go on."""
+        try:
+            yield
+        except Exception as exc:
+            res["errors"].append(f"{what}: {type(exc).__name__}: {exc}")
+            log(f"  ERROR {type(exc).__name__}: {exc}")
+
     res["loadavg_start"] = list(os.getloadavg())
     faiss.omp_set_num_threads(1)
     with threadpool_limits(1):
         budget, reps = cfg.budget_s, cfg.reps
 
-        try:
+        with guarded("planner in want_c"):
             if "planner" in want_c:
                 M = 32 if n >= 5_000 else 16
                 tag = f"HNSW{M}"
@@ -481,11 +492,8 @@ def run_dataset(ds: Dataset, cfg: BenchConfig, log: Callable[[str], None]) -> di
                     r = _measure(fn, q, truth[name], min(K, int(m.sum())), budget, reps)
                     record("planner", f"HNSW{M}+auto", name, r, {"strategy": plan.strategy, "plan": plan.to_dict(), "cold_first_query_ms": round(cold_ms, 2)})
                 res["planner"]["cache"] = planner.cache_info()
-        except Exception as exc:  # one contender failing must not lose the others' results
-            res["errors"].append(f"planner in want_c: {type(exc).__name__}: {exc}")
-            log(f"  ERROR {type(exc).__name__}: {exc}")
 
-        try:
+        with guarded("exact in want_c"):
             if "exact" in want_c:
                 ex = ExactIndex(d)
                 ex._vectors = x
@@ -494,9 +502,6 @@ def run_dataset(ds: Dataset, cfg: BenchConfig, log: Callable[[str], None]) -> di
                     r = _measure(lambda qq, a=allowed: ex.search(qq, K, allowed=a)[1][0], q, truth[name], min(K, int(m.sum())), budget, reps)
                     record("exact", "gather+BLAS", name, r)
                 res["builds"]["exact"] = {"build_s": 0.0, "index_bytes": int(x.nbytes), "peak_rss_mb": None}
-        except Exception as exc:  # one contender failing must not lose the others' results
-            res["errors"].append(f"exact in want_c: {type(exc).__name__}: {exc}")
-            log(f"  ERROR {type(exc).__name__}: {exc}")
 
         def bitmap_of(m: np.ndarray) -> Any:
             bm = np.packbits(m.astype(np.uint8), bitorder="little")
@@ -513,7 +518,7 @@ def run_dataset(ds: Dataset, cfg: BenchConfig, log: Callable[[str], None]) -> di
                     r = _measure(lambda qq, p=p: inner.search(qq, K, params=p)[1][0], q, truth[name], min(K, int(m.sum())), budget, reps)
                     record(contender, cname, name, r)
 
-        try:
+        with guarded("hnsw in want_c or hnsw-post in want_c"):
             if "hnsw" in want_c or "hnsw-post" in want_c:
                 for M in sw["hnsw_M"] if n >= 5_000 else [16]:
                     tag = f"HNSW{M}"
@@ -530,28 +535,19 @@ def run_dataset(ds: Dataset, cfg: BenchConfig, log: Callable[[str], None]) -> di
                                     return i[(i >= 0) & m[np.maximum(i, 0)]]
 
                                 record("hnsw-post", f"{tag},ef{ef}", name, _measure(post, q, truth[name], min(K, int(m.sum())), budget, reps))
-        except Exception as exc:  # one contender failing must not lose the others' results
-            res["errors"].append(f"hnsw in want_c or hnsw-post in want_c: {type(exc).__name__}: {exc}")
-            log(f"  ERROR {type(exc).__name__}: {exc}")
 
-        try:
+        with guarded("ivf in want_c"):
             if "ivf" in want_c:
                 tag = f"IVF{sw['nlist']},Flat"
                 idx = build_faiss(tag, {"recipe": tag})
                 faiss_runs("ivf", idx, [(f"{tag},np{npr}", lambda sel, npr=npr: faiss.SearchParametersIVF(nprobe=npr, sel=sel)) for npr in sw["nprobe"]])
-        except Exception as exc:  # one contender failing must not lose the others' results
-            res["errors"].append(f"ivf in want_c: {type(exc).__name__}: {exc}")
-            log(f"  ERROR {type(exc).__name__}: {exc}")
-        try:
+        with guarded("ivfpq in want_c and sw[pq]"):
             if "ivfpq" in want_c and sw["pq"]:
                 tag = f"IVF{sw['nlist']},{sw['pq']}"
                 idx = build_faiss(tag, {"recipe": tag})
                 faiss_runs("ivfpq", idx, [(f"{tag},np{npr}", lambda sel, npr=npr: faiss.SearchParametersIVF(nprobe=npr, sel=sel)) for npr in sw["nprobe_pq"]])
-        except Exception as exc:  # one contender failing must not lose the others' results
-            res["errors"].append(f"ivfpq in want_c and sw[pq]: {type(exc).__name__}: {exc}")
-            log(f"  ERROR {type(exc).__name__}: {exc}")
 
-        try:
+        with guarded("annoy in want_c or annoy-post in want_c"):
             if "annoy" in want_c or "annoy-post" in want_c:
                 for trees in sw["annoy_trees"]:
                     tag = f"annoy{trees}"
@@ -574,11 +570,8 @@ def run_dataset(ds: Dataset, cfg: BenchConfig, log: Callable[[str], None]) -> di
                                     return i[m[i]]
 
                                 record("annoy-post", f"{tag},sk{sk}", name, _measure(post_a, q, truth[name], min(K, int(m.sum())), budget, reps))
-        except Exception as exc:  # one contender failing must not lose the others' results
-            res["errors"].append(f"annoy in want_c or annoy-post in want_c: {type(exc).__name__}: {exc}")
-            log(f"  ERROR {type(exc).__name__}: {exc}")
 
-        try:
+        with guarded("lance_tbl is not None"):
             if lance_tbl is not None:
                 has_index = bool(sw["lance_partitions"])
                 for contender, prefilter in (("lance-pre", True), ("lance-post", False)):
@@ -600,9 +593,6 @@ def run_dataset(ds: Dataset, cfg: BenchConfig, log: Callable[[str], None]) -> di
 
                             cname = f"IVF_PQ{sw['lance_partitions']},np{npr}" + (f",refine{refine}" if refine else "") if has_index else "flat"
                             record(contender, cname, name, _measure(lq, q, truth[name], min(K, int(m.sum())), budget, reps))
-        except Exception as exc:  # one contender failing must not lose the others' results
-            res["errors"].append(f"lance_tbl is not None: {type(exc).__name__}: {exc}")
-            log(f"  ERROR {type(exc).__name__}: {exc}")
     res["loadavg_end"] = list(os.getloadavg())
     return res
 
