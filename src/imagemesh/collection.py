@@ -127,6 +127,9 @@ class Collection:
         self._recent_filters: OrderedDict[str, MetadataFilter] = OrderedDict()  # same keys as the mask cache
         self._cache_lock = threading.Lock()  # the web server queries from a thread pool
         self._filter_cache_size = int(filter_cache_size)
+        self._planners: dict[str, QueryPlanner] = {}  # per embedding, created on first query
+        self._facet_cache: OrderedDict[tuple[str | None, int], str] = OrderedDict()  # JSON of facets() results
+        self._facet_columns: Any = None  # archive/category/year of every row, read on first facets()
         self._open_table()
         self._embeddings: dict[str, _EmbeddingState] = {}
         for name, entry in self.manifest.embeddings.items():
@@ -512,7 +515,7 @@ class Collection:
 
     def _planner(self, st: _EmbeddingState) -> QueryPlanner:
         with self._cache_lock:
-            planners = self.__dict__.setdefault("_planners", {})
+            planners = self._planners
             if st.name not in planners:
                 backend = self.manifest.embeddings[st.name]["index"]["backend"]
                 planners[st.name] = QueryPlanner(st.index, st.vectors, backend, PlannerConfig(exact_max_rows=self.exact_threshold, cache_bytes=self.planner_cache_bytes))
@@ -556,7 +559,7 @@ class Collection:
             st = self._state(name)
             if previous is not None and name in previous.manifest.embeddings:
                 old_sha = previous.manifest.embeddings[name]["vectors"].get("sha256")
-                if old_sha and old_sha == self.manifest.embeddings[name]["vectors"].get("sha256") and name in previous.__dict__.get("_planners", {}):
+                if old_sha and old_sha == self.manifest.embeddings[name]["vectors"].get("sha256") and name in previous._planners:
                     self._planner(st).share_cells(previous._planner(previous._state(name)))
             q = np.asarray(st.vectors[:1], dtype=np.float32)
             t = time.perf_counter()
@@ -643,10 +646,10 @@ class Collection:
         mask = self.allowed(where)
         key = (to_lance_predicate(self._coerce_filter(where), self.schema), int(top))
         with self._cache_lock:
-            cached = self.__dict__.setdefault("_facet_cache", OrderedDict()).get(key)
+            cached = self._facet_cache.get(key)
         if cached is not None:
             return json.loads(cached)
-        t = self.__dict__.get("_facet_columns")
+        t = self._facet_columns
         if t is None:
             t = self._facet_columns = self.table.search().select(["row_id", "archive", "category", "year"]).limit(None).to_arrow()
         if mask is not None:
@@ -668,7 +671,7 @@ class Collection:
             items.sort(key=lambda x: (-x["count"], str(x["value"])))
             out[col] = items[:top]
         with self._cache_lock:
-            cache = self.__dict__["_facet_cache"]
+            cache = self._facet_cache
             cache[key] = json.dumps(out)
             if len(cache) > self._filter_cache_size:
                 cache.popitem(last=False)

@@ -13,6 +13,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from .text_search import SEARCH_TEXT_FIELDS
+
 __all__ = ["FieldKind", "MetadataSchema", "IMAGES_ARROW_SCHEMA", "MEDIA_ARROW_SCHEMA", "FILTERABLE_FIELDS"]
 
 
@@ -91,7 +93,7 @@ FILTERABLE_FIELDS: dict[str, FieldKind] = {
 
 #: Fields searched by a ``keyword`` filter ("keyword over all fields"), through the
 #: ``search_text`` column composed from them (see :mod:`imagemesh.text_search`).
-from .text_search import SEARCH_TEXT_FIELDS as KEYWORD_FIELDS  # noqa: E402
+KEYWORD_FIELDS: tuple[str, ...] = SEARCH_TEXT_FIELDS
 
 
 @dataclass(frozen=True)
