@@ -30,8 +30,8 @@ import numpy as np
 
 
 def _canonical_jpegs(n: int) -> list[bytes]:
-    from imagemesh.build import canonical_image
-    from imagemesh.images import load_image
+    from imagemesh.media.canonical import canonical_image
+    from imagemesh.media.images import load_image
 
     folder = Path(str(resources.files("imagemesh") / "demo_data" / "images"))
     files = sorted(folder.iterdir())
@@ -40,11 +40,12 @@ def _canonical_jpegs(n: int) -> list[bytes]:
 
 
 def run(embedding: str = "imagenet", n: int = 512, batch: int = 64, reps: int = 3, threads: int = 0) -> dict:
-    from imagemesh.build import _make_embedding, decode_jpeg
-    from imagemesh.models.pipeline import embed_prepared, prefetched
-    from imagemesh.registry import default_registries
+    from imagemesh.core.embedding import make_embedding
+    from imagemesh.media.canonical import decode_jpeg
+    from imagemesh.ingest.prefetch import embed_prepared, prefetched
+    from imagemesh.plugins import default_registries
 
-    emb = _make_embedding(default_registries().embeddings.get(embedding), threads)
+    emb = make_embedding(default_registries().embeddings.get(embedding), threads)
     blobs = _canonical_jpegs(n)
     starts = list(range(0, n, batch))
     pre = [emb.prepare([decode_jpeg(b) for b in blobs[s : s + batch]]) for s in starts]

@@ -46,8 +46,8 @@ HOST = "127.0.0.1"  # loopback only
 def demo_collection(work: Path) -> Path:
     from importlib import resources
 
-    from imagemesh.build import BuildOptions, build_collection
-    from imagemesh.collection import open_collection
+    from imagemesh.ingest.build import BuildOptions, build_collection
+    from imagemesh.query.collection import open_collection
 
     out = work / "demo"
     try:
@@ -70,13 +70,14 @@ def synthetic_collection(work: Path, n: int, dim: int = 64, seed: int = 0) -> Pa
     import pyarrow as pa
     from PIL import Image, ImageDraw
 
-    from imagemesh.build import _finish, _new_build_dir
-    from imagemesh.manifest import Manifest, sha256_file
+    from imagemesh.store.writer import VersionWriter
+    from imagemesh.core.fileio import sha256_file
     from imagemesh.models.raw import RawPixels
-    from imagemesh.pca import fit_pca
-    from imagemesh.arxiv import Taxonomy
-    from imagemesh.schema import IMAGES_ARROW_SCHEMA, MEDIA_ARROW_SCHEMA
-    from imagemesh.text_search import FTS_COLUMN, compose_search_text, fts_config
+    from imagemesh.store.pca import fit_pca
+    from imagemesh.profiles.arxiv.records import Taxonomy
+    from imagemesh.core.schema import MEDIA_ARROW_SCHEMA
+    from imagemesh.core.text_search import FTS_COLUMN, fts_config
+    from imagemesh.profiles.arxiv import ARXIV_SCHEMA, IMAGES_ARROW_SCHEMA, compose_search_text
 
     taxonomy = Taxonomy.load()
 
@@ -87,7 +88,8 @@ def synthetic_collection(work: Path, n: int, dim: int = 64, seed: int = 0) -> Pa
     out.mkdir(parents=True)
     rng = np.random.default_rng(seed)
     t0 = time.time()
-    build_id, partial = _new_build_dir(out)
+    writer = VersionWriter(out)  # the one collection writer: this function fills its folder
+    partial = writer.folder
 
     # vectors: 2000 Gaussian clusters on the unit sphere (cosine embedding like "raw")
     centers = rng.standard_normal((2000, dim)).astype(np.float32)
@@ -172,17 +174,15 @@ def synthetic_collection(work: Path, n: int, dim: int = 64, seed: int = 0) -> Pa
         "vectors": {"file": "vectors/raw.npy", "shape": [n, dim], "bytes": vec_file.stat().st_size, "sha256": sha256_file(vec_file)},
         "index": {"backend": "faiss", "params": {"recipe": recipe, "nprobe": 16, "ntotal": n}, "file": "index/raw.faiss", "bytes": idx_file.stat().st_size, "sha256": sha256_file(idx_file)},
     }
-    m = Manifest(build_id=build_id, data_dir=f"builds/{build_id}", n_images=n,
-                 table={"dir": "lance", "name": "images", "version": int(images_tbl.version), "media": "media", "media_version": int(media_tbl.version)},
-                 embeddings={"raw": entry}, created=datetime.now(timezone.utc).isoformat(timespec="seconds"), source={"synthetic": True, "seed": seed})
-    _finish(out, partial, m)
+    writer.publish(n, {"dir": "lance", "name": "images", "version": int(images_tbl.version), "media": "media", "media_version": int(media_tbl.version)},
+                   {"raw": entry}, {"synthetic": True, "seed": seed}, ARXIV_SCHEMA.with_labels({}).to_dict())
     print(f"  synthetic collection of {n} images in {time.time() - t0:.0f}s, {_du(out) / 1e9:.2f} GB", flush=True)
     return out
 
 
 def bump_version(root: Path) -> str:
     """A new version of the same content (see :func:`imagemesh.build.republish`)."""
-    from imagemesh.build import republish
+    from imagemesh.store.writer import republish
 
     return republish(root)
 
@@ -334,7 +334,7 @@ async def _load(port: int, seconds: float, connections: int, n: int, embeddings:
 
 
 def run_one(name: str, root: Path, seconds: float, connections: int, workers: int, warmup: float = 0.0, switches: int = 2) -> dict[str, Any]:
-    from imagemesh.collection import open_collection
+    from imagemesh.query.collection import open_collection
 
     c = open_collection(root)
     n, embeddings, before = len(c), c.embeddings, c.manifest.build_id

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imagemesh.build import republish
+from imagemesh.store.writer import republish
 from imagemesh.web.app import create_app
 from imagemesh.web.serve import ReloadingApp, release_memory
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from imagemesh.build import BuildOptions, build_collection
-from imagemesh.collection import Collection, open_collection
+from imagemesh.ingest.build import BuildOptions, build_collection
+from imagemesh.query.collection import Collection, open_collection
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -84,7 +84,7 @@ def real_collection(tmp_path_factory: pytest.TempPathFactory) -> Collection:
     """All 166 real arXiv figures, embeddings raw + imagenet, exact backend."""
     require_shared()
     out = tmp_path_factory.mktemp("real") / "coll"
-    build_collection(FIGURES, out, BuildOptions(backend="exact", progress=False), log=lambda s: None)
+    build_collection(FIGURES, out, BuildOptions(backend="exact", progress=False))
     return open_collection(out)
 
 
@@ -102,7 +102,7 @@ def categorized_collection(tmp_path_factory: pytest.TempPathFactory) -> Collecti
     exact backend."""
     import json
 
-    from imagemesh.sources.figures_csv import read_figures_csv
+    from imagemesh.ingest.sources.figures_csv import read_figures_csv
 
     root = tmp_path_factory.mktemp("categorized")
     src = make_subset(root / "src", 20, start=40)
@@ -119,5 +119,5 @@ def categorized_collection(tmp_path_factory: pytest.TempPathFactory) -> Collecti
     snap = root / "snapshot.jsonl"
     snap.write_text("".join(json.dumps(dict(r, id=i)) + "\n" for i, r in zip(ids, records)), encoding="utf-8")
     out = root / "coll"
-    build_collection(src, out, BuildOptions(embeddings=["raw", "ternary"], backend="exact", metadata_files=[snap], progress=False), log=lambda s: None)
+    build_collection(src, out, BuildOptions(embeddings=["raw", "ternary"], backend="exact", metadata_files=[snap], progress=False))
     return open_collection(out)

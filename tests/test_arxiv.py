@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from imagemesh.arxiv import Taxonomy, parse_arxiv_id, read_snapshot
+from imagemesh.profiles.arxiv.records import Taxonomy, parse_arxiv_id, read_snapshot
 
 from .conftest import SNAPSHOT, require_shared
 

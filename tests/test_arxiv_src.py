@@ -23,12 +23,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imagemesh.images import ImageLimits, ImageLoadError
-from imagemesh.sources.arxiv_src.extract import ExtractError, ExtractLimits, extract_package
-from imagemesh.sources.arxiv_src.ghostscript import GhostscriptError, GhostscriptLimits, rasterise_postscript, split_dos_eps
-from imagemesh.sources.arxiv_src.latex import decode_tex, expand_inputs, find_main_files, parse_document, resolve_graphic, strip_comments
-from imagemesh.sources.arxiv_src.metadata import arxiv_id_from_name, merge_record, read_metadata
-from imagemesh.sources.arxiv_src.package import IngestLimits, ingest_package, rasterise
+from imagemesh.media.images import ImageLimits, ImageLoadError
+from imagemesh.ingest.sources.arxiv_src.extract import ExtractError, ExtractLimits, extract_package
+from imagemesh.media.ghostscript import GhostscriptError, GhostscriptLimits, rasterise_postscript, split_dos_eps
+from imagemesh.ingest.sources.arxiv_src.latex import decode_tex, expand_inputs, find_main_files, parse_document, resolve_graphic, strip_comments
+from imagemesh.ingest.sources.arxiv_src.metadata import arxiv_id_from_name, merge_record, read_metadata
+from imagemesh.ingest.sources.arxiv_src.package import IngestLimits, ingest_package, rasterise
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SRC = SHARED / "arxiv-src"
@@ -449,8 +449,8 @@ def test_decompression_bomb_limits(tmp_path: Path) -> None:
 
 
 def test_bulk_archive_and_old_style_ids(tmp_path: Path) -> None:
-    from imagemesh.sources.base import SourceProblem
-    from imagemesh.sources.arxiv_src.ingest import expand_sources
+    from imagemesh.ingest.sources.base import SourceProblem
+    from imagemesh.ingest.sources.arxiv_src.ingest import expand_sources
 
     paper = _tar(tmp_path / "p.tar", [(_info("paper.tex"), TEX), (_info("fig.png"), _png())]).read_bytes()
     bulk = _tar(tmp_path / "arXiv_src_0901_001.tar", [
@@ -594,13 +594,13 @@ def test_cli_ingest_kill_resume_and_append(tmp_path: Path) -> None:
     for n in SUBSET:
         shutil.copy(SRC / n, src / n)
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    from imagemesh.build import BuildOptions
-    from imagemesh.sources.arxiv_src.ingest import ingest_arxiv
+    from imagemesh.ingest.build import BuildOptions
+    from imagemesh.ingest.sources.arxiv_src.ingest import ingest_arxiv
 
     opts = BuildOptions(embeddings=["raw"], backend="exact", pca_dim=8, progress=False)
     # uninterrupted (in-process, one worker)
     full = tmp_path / "full"
-    rep = ingest_arxiv([src], full, metadata_files=[ABS], workers=1, build_options=opts, progress=False, log=lambda s: None)
+    rep = ingest_arxiv([src], full, metadata_files=[ABS], workers=1, build_options=opts, progress=False)
     report = json.loads((full / "ingest-report.json").read_text())
     assert report["counts"] == rep.counts
     assert {x["package"]: x["outcome"] for x in report["packages"]}["relative_path.tar.gz"] == "rejected"
@@ -629,7 +629,7 @@ def test_cli_ingest_kill_resume_and_append(tmp_path: Path) -> None:
     strip = lambda rows: [{k: v for k, v in r.items() if k not in ("build_id",)} for r in rows]  # noqa: E731
     assert strip(r1) == strip(r2)
     # append: a new package keeps every existing row id
-    ingest_arxiv([SRC / "1602.00123.tar"], full, workers=1, build_options=opts, progress=False, log=lambda s: None)
+    ingest_arxiv([SRC / "1602.00123.tar"], full, workers=1, build_options=opts, progress=False)
     k3, v3, r3 = _snapshot(full)
     assert len(k3) == len(k1) + 4
     old = {r["image_key"]: r["row_id"] for r in r1}

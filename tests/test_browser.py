@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 import pytest
 
-from imagemesh.collection import Collection
+from imagemesh.query.collection import Collection
 from imagemesh.web.app import create_app
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -387,7 +387,7 @@ def test_category_dropdown_shows_official_names_and_keyword_finds_them(browser, 
     official names with counts, choosing one narrows the grid, the keyword box (the
     full-text index) finds images by a category's official name, and hover shows the
     ternary class."""
-    from imagemesh.arxiv import Taxonomy
+    from imagemesh.profiles.arxiv.records import Taxonomy
 
     c = categorized_collection
     tax = Taxonomy.load()

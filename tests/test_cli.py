@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from imagemesh.cli import cli
-from imagemesh.collection import Collection
+from imagemesh.query.collection import Collection
 
 
 @pytest.fixture(scope="module")

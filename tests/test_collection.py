@@ -12,10 +12,10 @@ import pytest
 
 import imagemesh
 from imagemesh import Collection, CollectionError, FilterError, ImageNotFound, Keyword, Range
-from imagemesh.build import BuildOptions, build_collection
-from imagemesh.embedding import BaseEmbedding, EmbeddingConfig
+from imagemesh.ingest.build import BuildOptions, build_collection
+from imagemesh.core.embedding import BaseEmbedding, EmbeddingConfig
 from imagemesh.models.raw import RawPixels
-from imagemesh.registry import default_registries
+from imagemesh.plugins import default_registries
 
 from .conftest import SNAPSHOT, make_subset
 
@@ -143,8 +143,8 @@ def _arrays(c: Collection) -> tuple[list[dict], dict[str, np.ndarray]]:
 
 def test_row_ids_are_deterministic_and_aligned(tmp_path: Path, small_source: Path) -> None:
     opts = BuildOptions(backend="annoy", progress=False)
-    build_collection(small_source, tmp_path / "a", opts, log=lambda s: None)
-    build_collection(small_source, tmp_path / "b", BuildOptions(backend="faiss", progress=False, chunk_size=5), log=lambda s: None)
+    build_collection(small_source, tmp_path / "a", opts)
+    build_collection(small_source, tmp_path / "b", BuildOptions(backend="faiss", progress=False, chunk_size=5))
     a, b = imagemesh.open(tmp_path / "a"), imagemesh.open(tmp_path / "b")
     ra, va = _arrays(a)
     rb, vb = _arrays(b)
@@ -153,9 +153,9 @@ def test_row_ids_are_deterministic_and_aligned(tmp_path: Path, small_source: Pat
     for e in va:
         np.testing.assert_allclose(va[e], vb[e], atol=1e-4)
     # alignment: the raw embedding of a row's own image file equals its stored vector
-    from imagemesh.build import canonical_image
-    from imagemesh.images import load_image
-    from imagemesh.pca import PcaReducer
+    from imagemesh.media.canonical import canonical_image
+    from imagemesh.media.images import load_image
+    from imagemesh.store.pca import PcaReducer
 
     reducer = PcaReducer.load(a.data_dir / a.manifest.embeddings["raw"]["pca"]["file"])
     for r in (0, 7, 23):
@@ -169,7 +169,7 @@ def test_bad_images_are_reported_and_skipped(tmp_path: Path) -> None:
     imgs = sorted((src / "images").iterdir())
     imgs[0].write_bytes(b"%PDF-1.4 truncated nonsense")
     imgs[1].write_bytes(b"")
-    report = build_collection(src, tmp_path / "out", BuildOptions(embeddings=["raw"], backend="exact", progress=False), log=lambda s: None)
+    report = build_collection(src, tmp_path / "out", BuildOptions(embeddings=["raw"], backend="exact", progress=False))
     assert report.n_images == 4 and len(report.failures) == 2
     assert {Path(f["path"]).name for f in report.failures} == {imgs[0].name, imgs[1].name}
     assert "skipped" in report.summary()
@@ -181,7 +181,7 @@ def test_bad_images_are_reported_and_skipped(tmp_path: Path) -> None:
 
 def test_fewer_images_than_pca_components(tmp_path: Path) -> None:
     src = make_subset(tmp_path / "src", 3)
-    build_collection(src, tmp_path / "out", BuildOptions(embeddings=["raw"], backend="annoy", pca_dim=64, progress=False), log=lambda s: None)
+    build_collection(src, tmp_path / "out", BuildOptions(embeddings=["raw"], backend="annoy", pca_dim=64, progress=False))
     c = imagemesh.open(tmp_path / "out")
     assert c.vectors("raw").shape[0] == 3 and c.vectors("raw").shape[1] <= 3
     assert [h.id for h in c.neighbors(1, embedding="raw", k=10)][0] == 1
@@ -192,13 +192,13 @@ def test_metadata_snapshot_join(tmp_path: Path) -> None:
     src = make_subset(tmp_path / "src", 4)
     snap = tmp_path / "snap.jsonl"
     line = json.loads(SNAPSHOT.read_text(encoding="utf-8").splitlines()[0])
-    from imagemesh.sources.figures_csv import read_figures_csv
+    from imagemesh.ingest.sources.figures_csv import read_figures_csv
 
     items, _ = read_figures_csv(src / "figures.csv")
     line["id"] = items[0].metadata["arxiv_id"]
     line["categories"] = "math.IT cmp-lg"
     snap.write_text(json.dumps(line) + "\n{broken json\n", encoding="utf-8")
-    report = build_collection(src, tmp_path / "out", BuildOptions(embeddings=["raw"], backend="exact", metadata_files=[snap], progress=False), log=lambda s: None)
+    report = build_collection(src, tmp_path / "out", BuildOptions(embeddings=["raw"], backend="exact", metadata_files=[snap], progress=False))
     assert report.n_with_metadata_record == 1 and len(report.metadata_problems) == 1
     c = imagemesh.open(tmp_path / "out")
     rec = c.get(items[0].key)
@@ -241,14 +241,14 @@ def test_killed_build_resumes_and_matches_uninterrupted(tmp_path: Path, small_so
     opts = BuildOptions(embeddings=["raw"], backend="exact", chunk_size=5, progress=False)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
-        build_collection(small_source, out, opts, registries=regs, log=lambda s: None)
+        build_collection(small_source, out, opts, registries=regs)
     assert not (out / "manifest.json").exists()
     assert len(list((out / ".work").glob("*/chunk-*.npz"))) == 2
     marker.unlink()
-    report = build_collection(small_source, out, opts, registries=regs, log=lambda s: None)
+    report = build_collection(small_source, out, opts, registries=regs)
     assert report.chunks_reused == 2
     ref = tmp_path / "ref"
-    build_collection(small_source, ref, BuildOptions(embeddings=["raw"], backend="exact", chunk_size=5, progress=False), log=lambda s: None)
+    build_collection(small_source, ref, BuildOptions(embeddings=["raw"], backend="exact", chunk_size=5, progress=False))
     a, b = imagemesh.open(out), imagemesh.open(ref)
     assert [a.get(r)["image_key"] for r in range(len(a))] == [b.get(r)["image_key"] for r in range(len(b))]
     np.testing.assert_array_equal(np.asarray(a.vectors("raw")), np.asarray(b.vectors("raw")))
@@ -257,12 +257,12 @@ def test_killed_build_resumes_and_matches_uninterrupted(tmp_path: Path, small_so
 
 def test_failed_rebuild_leaves_the_old_collection_intact(tmp_path: Path, small_source: Path) -> None:
     out = tmp_path / "out"
-    build_collection(small_source, out, BuildOptions(embeddings=["raw"], backend="exact", progress=False), log=lambda s: None)
+    build_collection(small_source, out, BuildOptions(embeddings=["raw"], backend="exact", progress=False))
     before = imagemesh.open(out)
     expect = [h.id for h in before.neighbors(3, k=5)]
     manifest = (out / "manifest.json").read_bytes()
     with pytest.raises(ValueError):
-        build_collection(small_source, out, BuildOptions(embeddings=["raw"], backend="faiss", index_params={"recipe": "IVF4096,Flat"}, progress=False), log=lambda s: None)
+        build_collection(small_source, out, BuildOptions(embeddings=["raw"], backend="faiss", index_params={"recipe": "IVF4096,Flat"}, progress=False))
     assert (out / "manifest.json").read_bytes() == manifest
     assert [h.id for h in imagemesh.open(out).neighbors(3, k=5)] == expect
     assert [h.id for h in before.neighbors(3, k=5)] == expect
@@ -270,7 +270,7 @@ def test_failed_rebuild_leaves_the_old_collection_intact(tmp_path: Path, small_s
 
 def _built(tmp_path: Path, small_source: Path, backend: str = "annoy") -> Path:
     out = tmp_path / "c"
-    build_collection(small_source, out, BuildOptions(embeddings=["raw"], backend=backend, progress=False), log=lambda s: None)
+    build_collection(small_source, out, BuildOptions(embeddings=["raw"], backend=backend, progress=False))
     return out
 
 
@@ -327,12 +327,12 @@ def test_append_keeps_row_ids_and_adds_new_images(tmp_path: Path) -> None:
     src_all = make_subset(tmp_path / "all", 16)
     out = tmp_path / "c"
     opts = BuildOptions(embeddings=["raw"], backend="faiss", progress=False)
-    build_collection(src_a, out, opts, log=lambda s: None)
+    build_collection(src_a, out, opts)
     before = imagemesh.open(out)
     keys_before = before.image_keys()
     vec_before = np.asarray(before.vectors("raw")).copy()
     expect = [h.id for h in before.neighbors(2, k=5)]
-    report = build_collection(src_all, out, opts, log=lambda s: None, append=True)
+    report = build_collection(src_all, out, opts, append=True)
     assert report.n_new == 6 and report.n_images == 16
     after = imagemesh.open(out)
     assert after.image_keys()[:10] == keys_before
@@ -342,16 +342,16 @@ def test_append_keeps_row_ids_and_adds_new_images(tmp_path: Path) -> None:
     assert [h.id for h in before.neighbors(2, k=5)] == expect
     assert len(before) == 10 and before.get(9)["image_key"] == keys_before[9]
     # appending the same items again adds nothing
-    assert build_collection(src_all, out, opts, log=lambda s: None, append=True).n_new == 0
+    assert build_collection(src_all, out, opts, append=True).n_new == 0
 
 
 def test_add_embedding_without_reingesting(tmp_path: Path, small_source: Path) -> None:
-    from imagemesh.build import add_embedding
+    from imagemesh.ingest.embed import add_embedding
 
     out = tmp_path / "c"
-    build_collection(small_source, out, BuildOptions(embeddings=["raw"], backend="annoy", progress=False), log=lambda s: None)
+    build_collection(small_source, out, BuildOptions(embeddings=["raw"], backend="annoy", progress=False))
     before = imagemesh.open(out)
-    entry = add_embedding(out, "imagenet", BuildOptions(progress=False), log=lambda s: None)
+    entry = add_embedding(out, "imagenet", BuildOptions(progress=False))
     c = imagemesh.open(out)
     assert set(c.embeddings) == {"raw", "imagenet"} and entry["index"]["backend"] == "annoy"
     np.testing.assert_array_equal(np.asarray(c.vectors("raw")), np.asarray(before.vectors("raw")))
@@ -359,12 +359,12 @@ def test_add_embedding_without_reingesting(tmp_path: Path, small_source: Path) -
     assert c.neighbors(4, embedding="imagenet", k=3)[0].id == 4
     # same vectors as a build that had imagenet from the start (both embed the canonical images)
     ref = tmp_path / "ref"
-    build_collection(small_source, ref, BuildOptions(embeddings=["imagenet"], backend="exact", progress=False), log=lambda s: None)
+    build_collection(small_source, ref, BuildOptions(embeddings=["imagenet"], backend="exact", progress=False))
     np.testing.assert_allclose(np.abs(np.asarray(c.vectors("imagenet"))), np.abs(np.asarray(imagemesh.open(ref).vectors("imagenet"))), atol=2e-3)
 
 
 def test_query_embedder_maps_a_collection_image_onto_itself(real_collection: Collection) -> None:
-    from imagemesh.build import decode_jpeg
+    from imagemesh.media.canonical import decode_jpeg
 
     img = decode_jpeg(real_collection.image(42))
     for emb in real_collection.embeddings:
@@ -392,7 +392,7 @@ def test_warm_prepares_filters_and_reload_warms_the_new_version(tmp_path: Path, 
     from imagemesh.web.serve import ReloadingApp
 
     out = tmp_path / "c"
-    build_collection(small_source, out, BuildOptions(embeddings=["raw"], backend="exact", map_2d=False, progress=False), log=lambda s: None)
+    build_collection(small_source, out, BuildOptions(embeddings=["raw"], backend="exact", map_2d=False, progress=False))
     old = imagemesh.open(out)
     filters = [{"year": 2023}, {"keyword": "language"}]
     for f in filters:
@@ -400,7 +400,7 @@ def test_warm_prepares_filters_and_reload_warms_the_new_version(tmp_path: Path, 
     assert [f.to_dict() for f in old.recent_filters()] == [imagemesh.from_dict(f).to_dict() for f in reversed(filters)]
 
     app = ReloadingApp(out, create_app, collection=old, check_interval=0)
-    from imagemesh.build import republish
+    from imagemesh.store.writer import republish
 
     build_id = republish(out)  # a new version of the same content
     assert app.reload_now() and app.build_id == build_id

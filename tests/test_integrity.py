@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from imagemesh.build import BuildOptions, build_collection
+from imagemesh.ingest.build import BuildOptions, build_collection
 from imagemesh.cli import cli
-from imagemesh.collection import CollectionError, open_collection
-from imagemesh.integrity import RepairError, repair, verify
-from imagemesh.manifest import Manifest
+from imagemesh.store.reader import CollectionError
+from imagemesh.query.collection import open_collection
+from imagemesh.store.integrity import RepairError, repair, verify
+from imagemesh.store.manifest import Manifest
 
 from .conftest import make_subset
 
@@ -27,7 +28,7 @@ from .conftest import make_subset
 def _build(tmp: Path, backend: str) -> Path:
     src = make_subset(tmp / "src", 20)
     out = tmp / f"coll-{backend}"
-    build_collection(src, out, BuildOptions(backend=backend, embeddings=["raw"], pca_dim=16, progress=False, map_2d=True), log=lambda s: None)
+    build_collection(src, out, BuildOptions(backend=backend, embeddings=["raw"], pca_dim=16, progress=False, map_2d=True))
     return out
 
 
@@ -105,7 +106,8 @@ def test_same_size_corrupted_annoy_index_is_refused_not_a_crash(annoy_coll: Path
     # In a child process, so that a crash would show up as a signal instead of killing pytest.
     code = textwrap.dedent(f"""
         import sys
-        from imagemesh.collection import CollectionError, open_collection
+        from imagemesh.store.reader import CollectionError
+        from imagemesh.query.collection import open_collection
         try:
             c = open_collection({str(annoy_coll)!r})
         except CollectionError as e:
@@ -118,7 +120,7 @@ def test_same_size_corrupted_annoy_index_is_refused_not_a_crash(annoy_coll: Path
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 3, (p.returncode, p.stdout, p.stderr[-2000:])
     assert "sha256" in p.stdout and "verify --repair" in p.stdout
-    rep = repair(annoy_coll, log=lambda s: None)
+    rep = repair(annoy_coll)
     assert rep.ok
     open_collection(annoy_coll).neighbors(0, embedding="raw", k=5)
 
@@ -133,7 +135,7 @@ def test_corrupted_faiss_index_and_map_refused_then_repaired(faiss_master: Path,
         open_collection(root)
     rep = verify(root)
     assert sorted((c.kind, c.status) for c in rep.problems) == [("index", "sha256"), ("map", "sha256")]
-    assert repair(root, log=lambda s: None).ok
+    assert repair(root).ok
     assert _answers(root) == before
     xy, _ = open_collection(root).map_2d("raw")
     assert xy.shape == (20, 2)
@@ -145,7 +147,7 @@ def test_damaged_vectors_are_not_repairable(annoy_coll: Path) -> None:
     rep = verify(annoy_coll)
     assert [(c.kind, c.status) for c in rep.problems] == [("vectors", "sha256")] and not rep.repairable
     with pytest.raises(RepairError, match="rebuild"):
-        repair(annoy_coll, log=lambda s: None)
+        repair(annoy_coll)
     r = CliRunner().invoke(cli, ["verify", str(annoy_coll), "--repair"])
     assert r.exit_code == 2 and "rebuild" in r.output and "Traceback" not in r.output
 

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imagemesh.build import BuildOptions, build_collection
-from imagemesh.collection import open_collection
+from imagemesh.ingest.build import BuildOptions, build_collection
+from imagemesh.query.collection import open_collection
 
 from .conftest import FIGURES, require_shared
 
@@ -89,21 +89,21 @@ cli.main(args=argv, prog_name="imagemesh", standalone_mode=True)
 
 # (case id, function wrapped in the child, where, n-th call): the stage it interrupts.
 KILL_POINTS = [
-    ("decode", "imagemesh.isolate:IsolatedDecoder.canonical", "before", 9),  # stage 1, while decoding the 2nd chunk (in the isolated worker)
-    ("chunk-written", "imagemesh.build:_save_npz_atomic", "after", 2),  # stage 1, between chunks
-    ("embedding", "imagemesh.build:_save_npz_atomic", "before", 3),  # stage 1, 3rd chunk embedded, not saved
-    ("chunk-torn-write", "imagemesh.build:atomic_write_bytes", "torn", 2),  # stage 1, half-written chunk temp file
-    ("metadata-table", "imagemesh.build:_write_table", "after", 1),  # stage 2, images table committed, media not
-    ("fts-index", "imagemesh.build:_index_search_text", "before", 1),  # stage 2, images rows committed, full-text index not
-    ("media-table", "imagemesh.build:_write_table", "after", 2),  # stage 2, both tables committed, no vectors
-    ("pca", "imagemesh.build:fit_pca", "before", 1),  # stage 3, PCA
-    ("vectors", "imagemesh.pca:PcaReducer.transform", "before", 2),  # stage 3, reduced vectors half written
+    ("decode", "imagemesh.media.isolate:IsolatedDecoder.canonical", "before", 9),  # stage 1, while decoding the 2nd chunk (in the isolated worker)
+    ("chunk-written", "imagemesh.ingest.build:save_chunk", "after", 2),  # stage 1, between chunks
+    ("embedding", "imagemesh.ingest.build:save_chunk", "before", 3),  # stage 1, 3rd chunk embedded, not saved
+    ("chunk-torn-write", "imagemesh.ingest.chunks:atomic_write_bytes", "torn", 2),  # stage 1, half-written chunk temp file
+    ("metadata-table", "imagemesh.ingest.build:write_table", "after", 1),  # stage 2, images table committed, media not
+    ("fts-index", "imagemesh.store.writer:index_search_text", "before", 1),  # stage 2, images rows committed, full-text index not
+    ("media-table", "imagemesh.ingest.build:write_table", "after", 2),  # stage 2, both tables committed, no vectors
+    ("pca", "imagemesh.store.writer:fit_pca", "before", 1),  # stage 3, PCA
+    ("vectors", "imagemesh.store.pca:PcaReducer.transform", "before", 2),  # stage 3, reduced vectors half written
     ("index-build", "imagemesh.backends.annoy_index:AnnoyIndex.build", "before", 1),  # stage 3, index build
     ("index-save", "imagemesh.backends.annoy_index:AnnoyIndex.save", "after", 1),  # stage 3, index saved, no map
-    ("map", "imagemesh.build:project_2d", "before", 1),  # stage 3, 2-D map
-    ("build-renamed", "imagemesh.manifest:Manifest.write", "before", 1),  # builds/<id> in place, manifest not switched
-    ("manifest-torn-write", "imagemesh.manifest:atomic_write_bytes", "torn", 1),  # manifest temp file half written
-    ("after-switch", "imagemesh.manifest:Manifest.write", "after", 1),  # switched; old build + .work not yet pruned
+    ("map", "imagemesh.store.writer:project_2d", "before", 1),  # stage 3, 2-D map
+    ("build-renamed", "imagemesh.store.manifest:Manifest.write", "before", 1),  # builds/<id> in place, manifest not switched
+    ("manifest-torn-write", "imagemesh.store.manifest:atomic_write_bytes", "torn", 1),  # manifest temp file half written
+    ("after-switch", "imagemesh.store.manifest:Manifest.write", "after", 1),  # switched; old build + .work not yet pruned
 ]
 
 
@@ -161,12 +161,12 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     old_src = _write_source(base / "old-src", rows[:14], fields)
     new_src = _write_source(base / "new-src", rows[:26], fields)
     old = base / "old"
-    build_collection(old_src, old, _opts(), log=lambda s: None)
+    build_collection(old_src, old, _opts())
     ref = base / "ref"
-    build_collection(new_src, ref, _opts(), log=lambda s: None)
+    build_collection(new_src, ref, _opts())
     ref_append = base / "ref-append"
     shutil.copytree(old, ref_append)
-    build_collection(new_src, ref_append, _opts(), log=lambda s: None, append=True)
+    build_collection(new_src, ref_append, _opts(), append=True)
     return {
         "base": base, "old": old, "old_src": old_src, "new_src": new_src,
         "old_snap": _snapshot(old), "ref_snap": _snapshot(ref), "ref_append_snap": _snapshot(ref_append),
@@ -186,7 +186,7 @@ def _check_after_kill(setup: dict, coll: Path, case: str, append: bool) -> None:
         assert snap["build_id"] == setup["old_snap"]["build_id"]
         _same_content(snap, setup["old_snap"])
     # Rerun the same command to completion (in process: same code path as the CLI).
-    build_collection(setup["new_src"], coll, _opts(), log=lambda s: None, append=append)
+    build_collection(setup["new_src"], coll, _opts(), append=append)
     _same_content(_snapshot(coll), ref)
     assert not (coll / ".work").exists()
     assert not list((coll / "builds").glob("*.partial"))
@@ -202,10 +202,10 @@ def test_sigkill_during_build_keeps_old_and_rerun_matches(setup: dict, tmp_path:
 
 
 APPEND_POINTS = [
-    ("append-embedding", "imagemesh.build:_save_npz_atomic", "before", 2),
-    ("append-metadata-table", "imagemesh.build:_write_table", "after", 1),
+    ("append-embedding", "imagemesh.ingest.build:save_chunk", "before", 2),
+    ("append-metadata-table", "imagemesh.ingest.build:write_table", "after", 1),
     ("append-index-save", "imagemesh.backends.annoy_index:AnnoyIndex.save", "after", 1),
-    ("append-build-renamed", "imagemesh.manifest:Manifest.write", "before", 1),
+    ("append-build-renamed", "imagemesh.store.manifest:Manifest.write", "before", 1),
 ]
 
 
@@ -217,7 +217,7 @@ def test_sigkill_during_append_keeps_old_and_rerun_matches(setup: dict, tmp_path
     code = (
         "import sys; from pathlib import Path; from imagemesh.build import build_collection, BuildOptions; "
         "build_collection(Path(sys.argv[1]), Path(sys.argv[2]), BuildOptions(embeddings=['raw'], backend='annoy', "
-        "index_params={'n_trees': 8}, pca_dim=12, chunk_size=6, progress=False), log=lambda s: None, append=True)"
+        "index_params={'n_trees': 8}, pca_dim=12, chunk_size=6, progress=False), append=True)"
     )
     harness = _HARNESS.replace(
         'from imagemesh.cli import cli\ncli.main(args=argv, prog_name="imagemesh", standalone_mode=True)',
@@ -267,7 +267,7 @@ def test_reader_of_old_version_keeps_working_across_a_switch(setup: dict, tmp_pa
     shutil.copytree(setup["old"], coll)
     reader = open_collection(coll)
     before = [[h.id for h in reader.neighbors(r, embedding="raw", k=6)] for r in range(len(reader))]
-    build_collection(setup["new_src"], coll, _opts(), log=lambda s: None)
+    build_collection(setup["new_src"], coll, _opts())
     after = [[h.id for h in reader.neighbors(r, embedding="raw", k=6)] for r in range(len(reader))]
     assert after == before and len(reader) == 14
     assert [reader.get(r)["image_key"] for r in range(14)] == setup["old_snap"]["keys"]

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from imagemesh.build import BuildOptions, build_collection
-from imagemesh.build import republish as bump_version
+from imagemesh.ingest.build import BuildOptions, build_collection
+from imagemesh.store.writer import republish as bump_version
 
 from .conftest import make_subset
 
@@ -43,7 +43,7 @@ def _children(pid: int) -> list[int]:
 def served(tmp_path_factory: pytest.TempPathFactory):
     base = tmp_path_factory.mktemp("serve")
     root = base / "coll"
-    build_collection(make_subset(base / "src", 12), root, BuildOptions(backend="faiss", embeddings=["raw"], pca_dim=8, progress=False), log=lambda s: None)
+    build_collection(make_subset(base / "src", 12), root, BuildOptions(backend="faiss", embeddings=["raw"], pca_dim=8, progress=False))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -19,13 +19,16 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from imagemesh.build import BuildOptions, add_embedding, build_collection, canonical_image, decode_jpeg
+from imagemesh.ingest.build import BuildOptions, build_collection
+from imagemesh.ingest.embed import add_embedding
+from imagemesh.media.canonical import canonical_image, decode_jpeg
 from imagemesh.cli import cli
-from imagemesh.collection import open_collection
-from imagemesh.images import load_image
+from imagemesh.query.collection import open_collection
+from imagemesh.media.images import load_image
 from imagemesh.models.cards import ModelImportError, import_onnx_model, list_models, register_user_models
-from imagemesh.models.pipeline import prefetched
-from imagemesh.registry import Registry, default_registries
+from imagemesh.ingest.prefetch import prefetched
+from imagemesh.core.registry import Registry
+from imagemesh.plugins import default_registries
 
 from .conftest import FIGURES, SHARED, make_subset, require_shared
 
@@ -83,7 +86,7 @@ def test_shipped_embedding_runs_with_predictions(name: str) -> None:
 def test_shipped_onnx_parity_with_torch(name: str) -> None:
     """torch (the shipped state dict) vs ONNX Runtime on real arXiv figures and photos."""
     torch = pytest.importorskip("torch")
-    from imagemesh.models.nets import SmallConvNet
+    from imagemesh.training.nets import SmallConvNet
     from imagemesh.models.onnx_embedding import OnnxEmbedding
 
     card_path = DATA / f"{name}.json"
@@ -256,7 +259,7 @@ def test_prefetched_keeps_order_overlaps_and_raises() -> None:
 def small_collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src = make_subset(tmp_path_factory.mktemp("src"), 14)
     out = tmp_path_factory.mktemp("embed") / "coll"
-    build_collection(src, out, BuildOptions(embeddings=["raw"], backend="exact", chunk_size=5, progress=False, map_2d=False), log=lambda s: None)
+    build_collection(src, out, BuildOptions(embeddings=["raw"], backend="exact", chunk_size=5, progress=False, map_2d=False))
     return out
 
 
@@ -272,7 +275,7 @@ def test_cli_embed_adds_trained_embedding(small_collection: Path) -> None:
     # pipeline vectors == embedding the stored canonical images directly
     emb = default_registries().embeddings.get("cats")(threads=1)
     direct = emb.embed_batch([decode_jpeg(b) for b in c.images(list(range(len(c))))])
-    from imagemesh.pca import PcaReducer
+    from imagemesh.store.pca import PcaReducer
 
     red = PcaReducer.load(c.data_dir / c.manifest.embeddings["cats"]["pca"]["file"]).transform(direct)
     red = red / np.linalg.norm(red, axis=1, keepdims=True)

@@ -18,7 +18,7 @@ from imagemesh import Collection, exact_search
 from imagemesh.backends.annoy_index import AnnoyIndex
 from imagemesh.backends.exact import ExactIndex
 from imagemesh.backends.faiss_index import FaissIndex
-from imagemesh.planner import PlannerConfig, QueryPlanner
+from imagemesh.query.planner import PlannerConfig, QueryPlanner
 
 WORDS = ["translation", "language", "speech", "model", "the", "graph", "data", "a", "zzzq", "O'Brien", "learning", "2212"]
 

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from imagemesh.collection import Collection
+from imagemesh.query.collection import Collection
 from imagemesh.web.serve import RequestCaps
 
 from .conftest import FIGURES

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imagemesh.build import BuildOptions, add_embedding, build_collection
-from imagemesh.collection import open_collection
+from imagemesh.ingest.build import BuildOptions, build_collection
+from imagemesh.ingest.embed import add_embedding
+from imagemesh.query.collection import open_collection
 
 from .conftest import make_subset
 
@@ -20,12 +21,12 @@ pytest.importorskip("ray.data")
 def test_ray_executor_matches_local(tmp_path: Path) -> None:
     src = make_subset(tmp_path / "src", 12)
     base = tmp_path / "base"
-    build_collection(src, base, BuildOptions(embeddings=["raw"], backend="exact", progress=False, map_2d=False), log=lambda s: None)
+    build_collection(src, base, BuildOptions(embeddings=["raw"], backend="exact", progress=False, map_2d=False))
     local, remote = tmp_path / "local", tmp_path / "ray"
     shutil.copytree(base, local)
     shutil.copytree(base, remote)
-    add_embedding(local, "ternary", BuildOptions(chunk_size=4, progress=False, map_2d=False), log=lambda s: None)
-    add_embedding(remote, "ternary", BuildOptions(chunk_size=4, progress=False, map_2d=False, executor="ray", ray_cpus=2, ray_actors=2), log=lambda s: None)
+    add_embedding(local, "ternary", BuildOptions(chunk_size=4, progress=False, map_2d=False))
+    add_embedding(remote, "ternary", BuildOptions(chunk_size=4, progress=False, map_2d=False, executor="ray", ray_cpus=2, ray_actors=2))
     a, b = open_collection(local), open_collection(remote)
     va, vb = np.asarray(a.vectors("ternary")), np.asarray(b.vectors("ternary"))
     assert va.shape == vb.shape == (12, va.shape[1])

@@ -10,9 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from imagemesh import Keyword, from_dict
-from imagemesh.arxiv import Taxonomy
-from imagemesh.collection import Collection
-from imagemesh.text_search import FTS_COLUMN, compose_search_text, fts_query_text, keyword_predicate, matches_words, query_words, words
+from imagemesh.profiles.arxiv.records import Taxonomy
+from imagemesh.query.collection import Collection
+from imagemesh.profiles.arxiv import compose_search_text
+from imagemesh.core.text_search import FTS_COLUMN, fts_query_text, keyword_predicate, matches_words, query_words, words
 
 
 def _rows(c: Collection) -> list[dict]:
@@ -21,7 +22,7 @@ def _rows(c: Collection) -> list[dict]:
 
 def _three_ways(c: Collection, text: str) -> tuple[set[int], set[int], set[int]]:
     """(FTS index, SQL scan, Python) row sets of {"keyword": text}."""
-    c._filter_cache.clear()  # noqa: SLF001 -- each way computed afresh
+    c.filters._cache.clear()  # noqa: SLF001 -- each way computed afresh
     fts = set(np.flatnonzero(c.allowed({"keyword": text})).tolist())
     scan = set(c.table.search().where(keyword_predicate(text)).select(["row_id"]).limit(None).to_arrow()["row_id"].to_pylist())
     py = {r["row_id"] for r in _rows(c) if Keyword(text).matches(r)}
@@ -126,9 +127,9 @@ def test_without_the_index_keyword_filters_scan_with_the_same_result(real_collec
     c = real_collection
     with_index = {q: c.count({"keyword": q}) for q in ("translation", "speech model", "graph")}
     monkeypatch.setattr(c, "_has_fts", False)
-    c._filter_cache.clear()  # noqa: SLF001
+    c.filters._cache.clear()  # noqa: SLF001
     assert {q: c.count({"keyword": q}) for q in with_index} == with_index
-    c._filter_cache.clear()  # noqa: SLF001
+    c.filters._cache.clear()  # noqa: SLF001
 
 
 def test_official_category_names_are_searchable(categorized_collection) -> None:
@@ -147,14 +148,14 @@ def test_official_category_names_are_searchable(categorized_collection) -> None:
 def test_append_keeps_every_row_indexed(categorized_collection, tmp_path) -> None:
     import shutil
 
-    from imagemesh.build import BuildOptions, build_collection
-    from imagemesh.collection import open_collection
+    from imagemesh.ingest.build import BuildOptions, build_collection
+    from imagemesh.query.collection import open_collection
     from tests.conftest import make_subset
 
     out = tmp_path / "coll"
     shutil.copytree(categorized_collection.root, out)
     more = make_subset(tmp_path / "more", 6, start=100)
-    build_collection(more, out, BuildOptions(embeddings=["raw"], backend="exact", progress=False), append=True, log=lambda s: None)
+    build_collection(more, out, BuildOptions(embeddings=["raw"], backend="exact", progress=False), append=True)
     c = open_collection(out)
     assert len(c) == len(categorized_collection) + 6
     (ix,) = [ix for ix in c.table.list_indices() if ix.index_type == "FTS"]

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from imagemesh.cli import cli
-from imagemesh.registry import default_registries
+from imagemesh.plugins import default_registries
 
 from .conftest import FIGURES, SHARED, require_shared
 
@@ -23,7 +23,7 @@ pytest.importorskip("onnxscript")
 
 
 def test_assign_clusters_never_leaves_empty_clusters() -> None:
-    from imagemesh.models.deepcluster import assign_clusters
+    from imagemesh.training.deepcluster import assign_clusters
 
     rng = np.random.default_rng(0)
     x = np.concatenate([np.zeros((30, 4)), rng.normal(size=(10, 4)) + 10]).astype(np.float32)  # many duplicates
@@ -54,7 +54,7 @@ def test_train_classifier_cli_from_labels_file(tmp_path: Path, monkeypatch: pyte
 
 
 def test_labels_errors(tmp_path: Path) -> None:
-    from imagemesh.models.classifier import collect_labelled
+    from imagemesh.training.classifier import collect_labelled
 
     bad = tmp_path / "l.csv"
     bad.write_text("image_id,label\nmissing-image,cat\nx,dog\n")
@@ -68,10 +68,10 @@ def test_labels_errors(tmp_path: Path) -> None:
 
 def test_deepcluster_short_run(tmp_path: Path) -> None:
     require_shared()
-    from imagemesh.models.deepcluster import train_deepcluster
+    from imagemesh.training.deepcluster import train_deepcluster
 
     paths = sorted((FIGURES / "images").glob("*.png"))[:24]
-    card = train_deepcluster(paths, tmp_path / "dc.onnx", k=6, epochs=3, threads=2, log=lambda s: None)
+    card = train_deepcluster(paths, tmp_path / "dc.onnx", k=6, epochs=3, threads=2)
     t = card["training"]
     assert t["k"] == 6 and len(t["curve"]) == 3 and len(t["nmi_successive"]) == 2
     assert all(0 <= v <= 1 for v in t["nmi_successive"])

@@ -9,7 +9,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from imagemesh.collection import Collection
+from imagemesh.query.collection import Collection
 from imagemesh.web.app import create_app
 
 pytestmark = pytest.mark.anyio
@@ -288,7 +288,7 @@ async def test_collapse_near_duplicates(client, real_collection) -> None:
     folded = [x for h in d["results"] for x in h["duplicates"]]
     assert not set(folded) & set(ids)
     # identical content is always collapsed: a query with duplicated rows keeps one
-    from imagemesh.web.results import collapse_duplicates
+    from imagemesh.query.collapse import collapse_duplicates
 
     kept, dups = collapse_duplicates([1, 2, 3], v, "cosine", 0.0, ["a", "a", "b"])
     assert kept == [1, 3] and dups == {1: [2]}

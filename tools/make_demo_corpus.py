@@ -27,7 +27,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from imagemesh.images import ImageLoadError, load_image  # noqa: E402
+from imagemesh.media.images import ImageLoadError, load_image  # noqa: E402
 
 HEADER = ["paper_title", "arxiv_id", "fig1_file_path", "fig1_caption", "abstract", "introduction"]
 MAX_SIDE = 512  # px, longest side of a stored figure

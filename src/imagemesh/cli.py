@@ -8,6 +8,7 @@ a collection) print one clear line and exit with status 2; they never print a tr
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -15,8 +16,8 @@ from typing import Any
 
 import click
 
-from .filters import FilterError, parse_filter
-from .registry import RegistryError
+from imagemesh.core.errors import FilterError
+from imagemesh.core.registry import RegistryError
 
 __all__ = ["main", "cli"]
 
@@ -39,8 +40,9 @@ def _check_port(host: str, port: int) -> None:
 
 
 def _open(path: Path) -> Any:
-    from .collection import CollectionError, open_collection
-    from .manifest import ManifestError
+    from imagemesh.store.reader import CollectionError
+    from imagemesh.query.collection import open_collection
+    from imagemesh.store.manifest import ManifestError
 
     try:
         return open_collection(path)
@@ -49,6 +51,8 @@ def _open(path: Path) -> Any:
 
 
 def _where(text: str | None) -> Any:
+    from imagemesh.core.filters import parse_filter
+
     try:
         return parse_filter(text)
     except FilterError as e:
@@ -70,6 +74,12 @@ def _print_hits(hits: list[Any], as_json: bool) -> None:
 @click.version_option(package_name="imagemesh")
 def cli() -> None:
     """Explore image collections (arXiv figures) by visual similarity."""
+    # Library code logs (module loggers under "imagemesh"); the CLI shows INFO on stderr.
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+
+
+def _quiet(quiet: bool) -> None:
+    logging.getLogger("imagemesh").setLevel(logging.WARNING if quiet else logging.INFO)
 
 
 @cli.command()
@@ -89,7 +99,7 @@ def build(source: Path, out: Path, embeddings: str | None, backend: str, index_p
     A killed build resumes when run again with the same arguments; the previous
     collection at --out stays readable until the new one is complete.
     """
-    from .build import BuildOptions, build_collection
+    from imagemesh.ingest.build import BuildOptions, build_collection
 
     try:
         params = json.loads(index_params) if index_params else None
@@ -107,9 +117,9 @@ def build(source: Path, out: Path, embeddings: str | None, backend: str, index_p
         progress=not quiet,
         threads=threads,
     )
-    log = (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))
+    _quiet(quiet)
     try:
-        report = build_collection(source, out, opts, log=log)
+        report = build_collection(source, out, opts)
     except (ValueError, RegistryError) as e:
         _fail(str(e))
     click.echo(report.summary())
@@ -124,7 +134,7 @@ def build(source: Path, out: Path, embeddings: str | None, backend: str, index_p
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of results.")
 def neighbors(collection: Path, image_id: str, embedding: str | None, k: int, where: str | None, as_json: bool) -> None:
     """Nearest neighbours of IMAGE_ID (row id, image key or arXiv id)."""
-    from .collection import ImageNotFound
+    from imagemesh.store.reader import ImageNotFound
 
     c = _open(collection)
     f = _where(where)
@@ -176,8 +186,8 @@ def serve(collection: Path, host: str, port: int, frontend: str, workers: int, r
     Binds 127.0.0.1 unless --host says otherwise; read-only; keeps no request log. A new
     version of the collection (a finished build or repair) is picked up without downtime.
     """
-    from .registry import default_registries
-    from .web.serve import run
+    from imagemesh.plugins import default_registries
+    from imagemesh.web.serve import run
 
     _check_port(host, port)
     c = _open(collection)
@@ -210,9 +220,10 @@ def demo(host: str, port: int, rebuild: bool, no_serve: bool) -> None:
     """
     from importlib import resources
 
-    from .build import BuildOptions, build_collection
-    from .collection import CollectionError, open_collection
-    from .manifest import ManifestError
+    from imagemesh.ingest.build import BuildOptions, build_collection
+    from imagemesh.store.reader import CollectionError
+    from imagemesh.query.collection import open_collection
+    from imagemesh.store.manifest import ManifestError
 
     out = _cache_dir() / "demo"
     src = Path(str(resources.files("imagemesh") / "demo_data"))
@@ -226,13 +237,13 @@ def demo(host: str, port: int, rebuild: bool, no_serve: bool) -> None:
             c = None
     if c is None:
         click.echo(f"building the demo collection in {out} (first run only) ...", err=True)
-        report = build_collection(src, out, BuildOptions(backend="faiss"), log=lambda s: click.echo(s, err=True))
+        report = build_collection(src, out, BuildOptions(backend="faiss"))
         click.echo(report.summary(), err=True)
         c = open_collection(out)
     if no_serve:
         click.echo(str(out))
         return
-    from .web.serve import run
+    from imagemesh.web.serve import run
 
     click.echo(f"imagemesh demo: open http://{host}:{port}/  ({len(c)} arXiv figures; Ctrl-C to stop)")
     # the same serving path as `imagemesh serve` (request caps, no access log, hot version switch)
@@ -254,7 +265,7 @@ def demo(host: str, port: int, rebuild: bool, no_serve: bool) -> None:
 def bench(quick: bool, sizes: str, demo: bool, contenders: str | None, queries: int, budget: float, reps: int, out: Path, work: Path, tag: str | None, as_json: bool) -> None:
     """Filtered-kNN benchmark: the query planner against exact, Annoy, FAISS and LanceDB."""
     os.environ.setdefault("LANCE_CPU_THREADS", "1")  # single-thread queries (read when LanceDB starts)
-    from .bench.cli import run_cli
+    from imagemesh.bench.cli import run_cli
 
     run_cli(quick=quick, sizes=sizes, demo=demo, contenders=contenders, queries=queries, budget=budget, reps=reps, out=out, work=work, tag=tag, as_json=as_json)
 
@@ -281,16 +292,16 @@ def ingest_arxiv_cmd(sources: tuple[Path, ...], out: Path, metadata: tuple[Path,
     new packages are appended to an existing collection. The per-package outcomes
     are in --out/ingest-report.json.
     """
-    from .build import BuildOptions
-    from .sources.arxiv_src.ingest import format_table, ingest_arxiv
+    from imagemesh.ingest.build import BuildOptions
+    from imagemesh.ingest.sources.arxiv_src.ingest import format_table, ingest_arxiv
 
     opts = BuildOptions(
         embeddings=[e.strip() for e in embeddings.split(",") if e.strip()] if embeddings else None,
         backend=backend, pca_dim=pca_dim, progress=not quiet,
     )
-    log = (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))
+    _quiet(quiet)
     try:
-        report = ingest_arxiv(list(sources), out, metadata_files=list(metadata), workers=workers, build_options=opts, progress=not quiet, log=log)
+        report = ingest_arxiv(list(sources), out, metadata_files=list(metadata), workers=workers, build_options=opts, progress=not quiet)
     except (ValueError, RegistryError) as e:
         _fail(str(e))
     if as_json:
@@ -313,15 +324,15 @@ def ingest_arxiv_cmd(sources: tuple[Path, ...], out: Path, metadata: tuple[Path,
 def verify(collection: Path, repair: bool, no_models: bool, as_json: bool) -> None:
     """Check every file of COLLECTION against the sha256 and sizes in its manifest, and its
     table versions. Exit status 0 = intact (or repaired), 1 = damaged."""
-    from .integrity import RepairError
-    from .integrity import repair as repair_collection
-    from .integrity import verify as verify_collection
+    from imagemesh.store.integrity import RepairError
+    from imagemesh.store.integrity import repair as repair_collection
+    from imagemesh.store.integrity import verify as verify_collection
 
     report = verify_collection(collection, models=not no_models)
     if repair and not report.ok:
         click.echo(report.summary(), err=True)
         try:
-            report = repair_collection(collection, log=lambda s: click.echo(s, err=True))
+            report = repair_collection(collection)
         except RepairError as e:
             _fail(str(e))
     click.echo(json.dumps(report.to_dict(), indent=1) if as_json else report.summary())
@@ -353,15 +364,16 @@ def _floats(text: str, what: str) -> list[float]:
 def embed_cmd(collection: Path, embedding: str, executor: str, ray_address: str | None, ray_cpus: int | None, ray_actors: int, chunk_size: int, threads: int, quiet: bool) -> None:
     """Add (or recompute) an embedding of an existing collection, with its PCA and index,
     from the stored canonical images (no re-ingest)."""
-    from .build import BuildOptions, add_embedding
-    from .collection import CollectionError
-    from .manifest import ManifestError
+    from imagemesh.ingest.embed import add_embedding
+    from imagemesh.ingest.options import BuildOptions
+    from imagemesh.store.reader import CollectionError
+    from imagemesh.store.manifest import ManifestError
 
     opts = BuildOptions(chunk_size=chunk_size, threads=threads, progress=not quiet, executor=executor,
                         ray_address=ray_address or os.environ.get("RAY_ADDRESS"), ray_cpus=ray_cpus, ray_actors=ray_actors)
-    log = (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))
+    _quiet(quiet)
     try:
-        entry = add_embedding(collection, embedding, opts, log=log)
+        entry = add_embedding(collection, embedding, opts)
     except (CollectionError, ManifestError, RegistryError, ValueError, RuntimeError) as e:
         _fail(str(e))
     click.echo(f"embedding {embedding}: {entry['config']['dim']}-d -> PCA {entry['dim']}-d, index {entry['index']['backend']}; collection {collection}")
@@ -376,9 +388,11 @@ def models_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 def models_list_cmd(as_json: bool) -> None:
     """List the available embeddings (built-ins, plugins and imported models) with their cards."""
-    from .models.cards import list_models, models_dir
+    from imagemesh.models.cards import list_models, models_dir
 
-    rows = list_models()
+    from imagemesh.plugins import default_registries
+
+    rows = list_models(default_registries())
     if as_json:
         click.echo(json.dumps(rows, indent=1, ensure_ascii=False))
         return
@@ -414,8 +428,8 @@ def models_list_cmd(as_json: bool) -> None:
 @click.option("--replace", is_flag=True, help="Overwrite a user model of the same name.")
 def models_import_cmd(file: Path, name: str, input_size: int, mean: str, std: str, output: str, input_name: str | None, logits: str | None, labels: Path | None, resize: str, metric: str, description: str | None, replace: bool) -> None:
     """Import an ONNX model FILE as an embedding (copied into the user models folder with a card)."""
-    from .models.cards import CardEmbeddingFactory, ModelImportError, import_onnx_model
-    from .registry import default_registries
+    from imagemesh.models.cards import CardEmbeddingFactory, ModelImportError, import_onnx_model
+    from imagemesh.plugins import default_registries
 
     regs = default_registries()
     taken = [n for n in regs.embeddings.names() if not (replace and isinstance(regs.embeddings.get(n), CardEmbeddingFactory) and n == name)]
@@ -453,8 +467,8 @@ def _need_torch() -> None:
 def train_classifier_cmd(labels: Path, name: str, out: Path | None, images: Path | None, folds: int, epochs: int, seed: int, threads: int | None) -> None:
     """Train a classifier embedding from LABELS: a folder with one sub-folder per label, or a CSV image_id,label."""
     _need_torch()
-    from .models.cards import NAME_RE, models_dir
-    from .models.classifier import collect_labelled, train_classifier
+    from imagemesh.models.cards import NAME_RE, models_dir
+    from imagemesh.training.classifier import collect_labelled, train_classifier
 
     if not NAME_RE.match(name):
         _fail(f"--name {name!r}: use lowercase letters, digits, '-' and '_'")
@@ -479,13 +493,13 @@ def train_classifier_cmd(labels: Path, name: str, out: Path | None, images: Path
 def train_deepcluster_cmd(folders: tuple[Path, ...], name: str, out: Path | None, k: int, epochs: int, seed: int, threads: int | None) -> None:
     """Train a DeepCluster embedding on the images in FOLDERS; prints NMI between successive epochs."""
     _need_torch()
-    from .models.cards import models_dir
-    from .models.classifier import _image_files
-    from .models.deepcluster import train_deepcluster
+    from imagemesh.models.cards import models_dir
+    from imagemesh.training.classifier import image_files
+    from imagemesh.training.deepcluster import train_deepcluster
 
     paths, ref = [], []
     for f in folders:
-        files = _image_files(f)
+        files = image_files(f)
         paths += files
         ref += [str(f)] * len(files)
     if len(paths) < 2:

@@ -18,13 +18,15 @@ from typing import Any
 import numpy as np
 from annoy import AnnoyIndex as _Annoy
 
-from ..index import Index, IndexError_, pad_results
+from imagemesh.core.index import Index, IndexCapabilities, IndexError_, pad_results
 
 __all__ = ["AnnoyIndex"]
 
 
 class AnnoyIndex(Index):
     backend = "annoy"
+    file_ext = "ann"
+    capabilities = IndexCapabilities(exact=False, native_filter=False)
 
     def __init__(self, dim: int, n_trees: int = 50, seed: int = 42) -> None:
         super().__init__(dim)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..index import Index, IndexError_, exact_search
+from imagemesh.core.index import AllowedRows, Index, IndexCapabilities, IndexError_, as_allowed, exact_search
 
 __all__ = ["ExactIndex"]
 
@@ -20,6 +20,8 @@ class ExactIndex(Index):
     """
 
     backend = "exact"
+    file_ext = "npy"
+    capabilities = IndexCapabilities(exact=True, native_filter=True)
 
     def __init__(self, dim: int, block_rows: int = 65_536) -> None:
         super().__init__(dim)
@@ -53,15 +55,12 @@ class ExactIndex(Index):
     def _search_unfiltered(self, queries: np.ndarray, k: int, **params: Any) -> tuple[np.ndarray, np.ndarray]:
         return exact_search(self._require(), queries, k)
 
-    def search(self, queries, k, allowed=None, vectors=None, **params):  # type: ignore[override]
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | AllowedRows | None = None, vectors: np.ndarray | None = None, fallback: bool = True, **params: Any) -> tuple[np.ndarray, np.ndarray]:
         q = self._check_queries(queries, k)
         x = self._require()
         if allowed is None:
             return exact_search(x, q, k)
-        allowed = np.asarray(allowed, dtype=bool)
-        if allowed.shape != (self.ntotal,):
-            raise ValueError(f"allowed must be bool[{self.ntotal}], got shape {allowed.shape}")
-        rows = np.flatnonzero(allowed)
+        rows = np.flatnonzero(as_allowed(allowed, self.ntotal).mask)
         return exact_search(x[rows], q, k, rows)
 
     def vectors_for(self, row_ids: np.ndarray) -> np.ndarray | None:

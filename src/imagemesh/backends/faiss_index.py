@@ -16,7 +16,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from ..index import Index, IndexError_, exact_search, pad_results
+from imagemesh.core.index import AllowedRows, Index, IndexCapabilities, IndexError_, as_allowed, pad_results
 
 __all__ = ["FaissIndex"]
 
@@ -27,7 +27,21 @@ def _bitmap(allowed: np.ndarray) -> np.ndarray:
 
 
 class FaissIndex(Index):
+    """A FAISS index built from a factory string (``recipe``).
+
+    Args:
+        dim: vector dimension.
+        recipe: FAISS ``index_factory`` string.
+        ef_search: HNSW ``efSearch`` of unfiltered queries (filtered ones scale it up).
+        nprobe: IVF lists probed by unfiltered queries (filtered ones scale it up).
+        ef_construction: HNSW ``efConstruction``.
+
+    Raises:
+        ValueError: an invalid factory string.
+    """
+
     backend = "faiss"
+    file_ext = "faiss"
 
     def __init__(self, dim: int, recipe: str = "HNSW32", ef_search: int = 64, nprobe: int = 16, ef_construction: int = 80) -> None:
         super().__init__(dim)
@@ -100,35 +114,38 @@ class FaissIndex(Index):
         d[i < 0] = np.inf
         return d, i.astype(np.int64)
 
-    def search(self, queries, k, allowed=None, vectors=None, ef_search=None, nprobe=None, **params):  # type: ignore[override]
+    @property
+    def capabilities(self) -> IndexCapabilities:  # type: ignore[override]
+        """Flat indices are exact; every FAISS index restricts natively (``IDSelectorBitmap``)."""
+        return IndexCapabilities(exact=self._hnsw() is None and self._ivf() is None, native_filter=True)
+
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | AllowedRows | None = None, vectors: np.ndarray | None = None, fallback: bool = True,
+               ef_search: int | None = None, nprobe: int | None = None, **params: Any) -> tuple[np.ndarray, np.ndarray]:
+        """See :meth:`Index.search`. Filtered queries pass an ``IDSelectorBitmap`` (built once
+        per :class:`AllowedRows`) and widen the search as the filter thins out: HNSW
+        ``efSearch = max(ef, k) / selectivity``, IVF ``nprobe / selectivity`` (capped by the
+        index size), so that about as many allowed candidates are seen as unfiltered."""
         q = self._check_queries(queries, k)
         if allowed is None:
             return self._search_unfiltered(q, k, ef_search=ef_search, nprobe=nprobe)
-        allowed = np.asarray(allowed, dtype=bool)
-        if allowed.shape != (self.ntotal,):
-            raise ValueError(f"allowed must be bool[{self.ntotal}], got shape {allowed.shape}")
-        n_allowed = int(allowed.sum())
-        want = min(k, n_allowed)
-        if want == 0:
+        a = as_allowed(allowed, self.ntotal)
+        if min(k, a.count) == 0:
             return pad_results(q.shape[0], k)
-        bitmap = _bitmap(allowed)
+        bitmap = a.derived("faiss-bitmap", _bitmap)
         sel = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
-        selectivity = n_allowed / self.ntotal
-        ef = max(int(ef_search or self.ef_search), k, int(np.ceil(k / max(selectivity, 1e-6))) if selectivity < 0.5 else k)
-        ef = min(ef, max(self.ntotal, k))
-        d, i = self._index.search(q, k, params=self._search_params(sel, ef, nprobe))
-        d = d.astype(np.float32)
+        selectivity = a.count / max(self.ntotal, 1)
+        if self._hnsw() is not None:
+            ef = int(min(max(k, np.ceil(max(int(ef_search or self.ef_search), k) / selectivity)), max(self.ntotal, k)))
+            sp = faiss.SearchParametersHNSW(efSearch=ef, sel=sel)
+        elif (ivf := self._ivf()) is not None:
+            sp = faiss.SearchParametersIVF(nprobe=int(min(ivf.nlist, np.ceil(int(nprobe or self.nprobe) / selectivity))), sel=sel)
+        else:
+            sp = faiss.SearchParameters(sel=sel)
+        d, i = self._index.search(q, k, params=sp)
         i = i.astype(np.int64)
+        d = d.astype(np.float32)
         d[i < 0] = np.inf
-        short = np.flatnonzero((i >= 0).sum(1) < want)
-        if short.size:
-            source = vectors if vectors is not None else self.vectors_for(np.arange(self.ntotal))
-            if source is not None:
-                rows = np.flatnonzero(allowed)
-                d_ex, i_ex = exact_search(np.asarray(source[rows]), q[short], k, rows)
-                d[short] = d_ex
-                i[short] = i_ex
-        return d, i
+        return self._fill_short(q, k, a, d, i, vectors) if fallback else (d, i)
 
     def vectors_for(self, row_ids: np.ndarray) -> np.ndarray | None:
         try:

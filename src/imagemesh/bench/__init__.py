@@ -8,6 +8,6 @@ Every number is measured in one process on one thread (FAISS OpenMP and BLAS lim
 filtered ground truth. Run ``imagemesh bench --help``; results go to ``benchmarks/results/``.
 """
 
-from .runner import BenchConfig, run_benchmark
+from imagemesh.bench.runner import BenchConfig, run_benchmark
 
 __all__ = ["BenchConfig", "run_benchmark"]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from .report import planner_summary, write_outputs
-from .runner import CONTENDERS, BenchConfig, run_benchmark
+from imagemesh.bench.report import planner_summary, write_outputs
+from imagemesh.bench.runner import CONTENDERS, BenchConfig, run_benchmark
 
 
 def _size(text: str) -> int:

@@ -153,9 +153,10 @@ def demo_dataset(work: Path, nq: int, seed: int) -> Dataset:
     """The real imagenet embeddings of the 166 demo figures, with real metadata filters."""
     from importlib import resources
 
-    from ..build import BuildOptions, build_collection
-    from ..collection import CollectionError, open_collection
-    from ..manifest import ManifestError
+    from imagemesh.ingest.build import BuildOptions, build_collection
+    from imagemesh.store.reader import CollectionError
+    from imagemesh.query.collection import open_collection
+    from imagemesh.store.manifest import ManifestError
 
     out = work / "demo-collection"
     try:
@@ -163,7 +164,7 @@ def demo_dataset(work: Path, nq: int, seed: int) -> Dataset:
     except (CollectionError, ManifestError, OSError):
         shutil.rmtree(out, ignore_errors=True)
         src = Path(str(resources.files("imagemesh") / "demo_data"))
-        build_collection(src, out, BuildOptions(backend="exact", progress=False), log=lambda s: None)
+        build_collection(src, out, BuildOptions(backend="exact", progress=False))
         c = open_collection(out)
     x = np.ascontiguousarray(c.vectors("imagenet"), dtype=np.float32)
     rng = np.random.default_rng(seed)
@@ -177,7 +178,7 @@ def demo_dataset(work: Path, nq: int, seed: int) -> Dataset:
         "not kw:model": {"not": {"keyword": "model"}},
         "title:dialogue": {"title": {"contains": "dialog"}},
     }
-    from ..filters import from_dict, to_lance_predicate
+    from imagemesh.core.filters import from_dict, to_lance_predicate
 
     masks, preds = {}, {}
     for name, f in filters.items():
@@ -221,7 +222,7 @@ def _build_job(kind: str, vectors_path: str, out_path: str, params: dict[str, An
     base_rss = _rss_peak_mb()
     t0 = time.perf_counter()
     if kind == "faiss":
-        from ..backends.faiss_index import FaissIndex
+        from imagemesh.backends.faiss_index import FaissIndex
 
         idx = FaissIndex(x.shape[1], **params)
         idx.add(np.arange(len(x)), x)
@@ -391,10 +392,10 @@ def run_dataset(ds: Dataset, cfg: BenchConfig, log: Callable[[str], None]) -> di
     import faiss
     from threadpoolctl import threadpool_limits
 
-    from ..backends.annoy_index import AnnoyIndex
-    from ..backends.exact import ExactIndex
-    from ..backends.faiss_index import FaissIndex
-    from ..planner import QueryPlanner
+    from imagemesh.backends.annoy_index import AnnoyIndex
+    from imagemesh.backends.exact import ExactIndex
+    from imagemesh.backends.faiss_index import FaissIndex
+    from imagemesh.query.planner import QueryPlanner
 
     want_c = cfg.contenders or CONTENDERS
     x, q = ds.vectors, ds.queries

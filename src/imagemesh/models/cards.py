@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from imagemesh.core.embedding import make_embedding
+
 __all__ = [
     "models_dir",
     "CardEmbeddingFactory",
@@ -61,7 +63,7 @@ class CardEmbeddingFactory:
     name: str
 
     def __call__(self, threads: int = 0) -> Any:
-        from .onnx_embedding import OnnxEmbedding
+        from imagemesh.models.onnx_embedding import OnnxEmbedding
 
         return OnnxEmbedding(self.card_path, name=self.name, threads=threads, top_k=5)
 
@@ -160,8 +162,8 @@ def import_onnx_model(
     import onnxruntime as ort
     from PIL import Image
 
-    from .onnx_embedding import sha256_file
-    from .preprocess import ImagePreprocess
+    from imagemesh.core.fileio import sha256_file
+    from imagemesh.models.preprocess import ImagePreprocess
 
     file = Path(file)
     folder = models_dir() if folder is None else Path(folder)
@@ -291,14 +293,12 @@ def _summary(name: str, emb: Any, source: str) -> dict[str, Any]:
     return d
 
 
-def list_models(registries: Any = None, folder: Path | None = None) -> list[dict[str, Any]]:
-    """One summary per registered embedding (name, source, dim, metric, hash, card facts).
+def list_models(regs: Any) -> list[dict[str, Any]]:
+    """One summary per embedding of the registries ``regs`` (name, source, dim, metric,
+    hash, card facts); see :func:`imagemesh.plugins.default_registries`.
 
     An embedding that fails to load is listed with its ``error``.
     """
-    from ..registry import default_registries
-
-    regs = registries or default_registries(models_folder=folder)
     user = set()
     for name in regs.embeddings.names():
         try:
@@ -311,9 +311,7 @@ def list_models(registries: Any = None, folder: Path | None = None) -> list[dict
     for name in regs.embeddings.names():
         source = "user" if name in user else "built-in/plugin"
         try:
-            from ..build import _make_embedding
-
-            emb = _make_embedding(regs.embeddings.get(name), 1)
+            emb = make_embedding(regs.embeddings.get(name), 1)
             out.append(_summary(name, emb, source))
         except Exception as e:
             out.append({"name": name, "source": source, "error": f"{type(e).__name__}: {e}"})

@@ -12,7 +12,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from .onnx_embedding import OnnxEmbedding
+from imagemesh.models.onnx_embedding import OnnxEmbedding
 
 __all__ = ["ImageNetEmbedding", "CARD"]
 

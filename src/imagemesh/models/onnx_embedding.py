@@ -15,9 +15,9 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from ..manifest import sha256_file
-from ..embedding import BaseEmbedding, EmbeddingConfig, Metric, Prediction
-from .preprocess import ImagePreprocess
+from imagemesh.core.fileio import sha256_file
+from imagemesh.core.embedding import BaseEmbedding, EmbeddingConfig, Metric, Prediction
+from imagemesh.models.preprocess import ImagePreprocess
 
 __all__ = ["OnnxEmbedding", "ModelCardError", "sha256_file"]
 

@@ -21,57 +21,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from imagemesh.media.images import WHITE as _WHITE, to_rgb
+
 __all__ = ["ImagePreprocess", "LITE_MEAN", "LITE_STD", "letterbox", "to_rgb"]
 
 #: EfficientNet-Lite mean/std on [0, 1] pixels: (x/255 - 127/255) / (128/255) == (x - 127) / 128.
 LITE_MEAN: tuple[float, float, float] = (127.0 / 255.0,) * 3
 LITE_STD: tuple[float, float, float] = (128.0 / 255.0,) * 3
 
-_WHITE = (255, 255, 255)
 _RESIZE_MODES = ("letterbox", "center_crop")
-
-
-def _high_bit_depth_to_l(img: Image.Image) -> Image.Image:
-    """Turn a single-channel ``I;16*``, ``I`` or ``F`` image into 8-bit ``L``.
-
-    16-bit data (any value > 255 in an integer image) is divided by 257 so that
-    65535 becomes 255; float data in [0, 1] is scaled by 255; everything is then clipped.
-    """
-    arr = np.asarray(img)
-    if arr.dtype.kind == "f":
-        scaled = arr * 255.0 if float(np.nanmax(arr, initial=0.0)) <= 1.0 else arr
-        scaled = np.nan_to_num(scaled)
-    elif int(arr.max(initial=0)) > 255 or img.mode.startswith("I;16"):
-        scaled = arr.astype(np.float64) / 257.0
-    else:
-        scaled = arr
-    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
-
-
-def to_rgb(img: Image.Image, background: tuple[int, int, int] = _WHITE) -> Image.Image:
-    """Return ``img`` as an 8-bit ``RGB`` image, whatever its mode.
-
-    Transparent images (``RGBA``, ``LA``, ``PA``, ``RGBa``, ``La``, and ``P`` or ``L``/``RGB``
-    with a ``transparency`` entry) are alpha-composited over ``background`` (white by
-    default: figures are drawn on white paper). 16-bit/32-bit/float greyscale is scaled
-    to 8 bits; ``1``, ``L``, ``CMYK``, ``YCbCr`` etc. go through Pillow's converters.
-    """
-    mode = img.mode
-    if mode == "RGB":
-        return img
-    if mode in ("I", "F") or mode.startswith("I;16"):
-        return _high_bit_depth_to_l(img).convert("RGB")
-    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
-    if has_alpha:
-        rgba = img.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, (*background, 255))
-        return Image.alpha_composite(canvas, rgba).convert("RGB")
-    if mode == "1":
-        return img.convert("L").convert("RGB")
-    try:
-        return img.convert("RGB")
-    except ValueError:  # e.g. LAB/HSV have no direct converter in some Pillow versions
-        return Image.fromarray(np.asarray(img)[..., :3].astype(np.uint8), mode="RGB")
 
 
 def letterbox(img: Image.Image, size: int, fill: tuple[int, int, int] = _WHITE) -> Image.Image:

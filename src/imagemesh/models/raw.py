@@ -15,8 +15,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from ..embedding import BaseEmbedding, EmbeddingConfig
-from .preprocess import letterbox, to_rgb
+from imagemesh.core.embedding import BaseEmbedding, EmbeddingConfig
+from imagemesh.models.preprocess import letterbox, to_rgb
 
 __all__ = ["RawPixels"]
 

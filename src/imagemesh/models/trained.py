@@ -21,7 +21,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from .onnx_embedding import OnnxEmbedding
+from imagemesh.models.onnx_embedding import OnnxEmbedding
 
 __all__ = ["TernaryEmbedding", "CatsEmbedding", "DeepClusterEmbedding", "card_path"]
 

@@ -42,14 +42,18 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..collection import Collection, CollectionError, ImageNotFound
-from ..filters import FilterError, parse_filter
-from ..images import ImageLimits
-from ..isolate import IsolatedDecoder, IsolationLimits
-from .openapi import openapi_schema
-from .results import SUGGEST_FIELDS, Suggestions, collapse_duplicates, duplicate_threshold
-from .settings import WebSettings
-from .upload import UploadError, canonical_upload, read_form
+from imagemesh.query.collection import Collection
+from imagemesh.store.reader import CollectionError, ImageNotFound
+from imagemesh.core.errors import FilterError
+from imagemesh.core.filters import parse_filter
+from imagemesh.media.images import ImageLimits
+from imagemesh.media.isolate import IsolatedDecoder, IsolationLimits
+from imagemesh.web.openapi import openapi_schema
+from imagemesh.query.sampling import sample_rows
+from imagemesh.query.suggest import Suggestions
+from imagemesh.query.collapse import collapse_duplicates, duplicate_threshold
+from imagemesh.web.settings import WebSettings
+from imagemesh.web.upload import UploadError, canonical_upload, read_form
 
 __all__ = ["create_app"]
 
@@ -130,7 +134,7 @@ def create_app(collection: Collection, settings: WebSettings | None = None) -> S
     settings = settings or WebSettings()
     static_dir = Path(str(resources.files("imagemesh.web") / "static"))
     version = collection.manifest.build_id
-    suggestions = Suggestions(collection.table)
+    suggestions = Suggestions(collection.table, collection.schema)
     dup_thresholds: dict[str, float] = {}
     metrics = {e["name"]: e["metric"] for e in collection.embedding_info()}
     upload_limits = ImageLimits(max_file_bytes=settings.max_upload_bytes, max_pixels=settings.max_upload_pixels)
@@ -162,11 +166,10 @@ def create_app(collection: Collection, settings: WebSettings | None = None) -> S
         if len(raw) > settings.max_filter_chars:
             raise ApiError(413, f"filter longer than {settings.max_filter_chars} characters")
         try:
-            f = parse_filter(raw)
-            collection.allowed(f)  # compile + evaluate now, so errors are 400s
+            # parsed, compiled and evaluated once, here, so errors are 400s
+            return collection.select(parse_filter(raw))
         except FilterError as e:
             raise ApiError(400, f"invalid filter: {e}") from None
-        return f
 
     def _filter(request: Request) -> Any:
         return _filter_from(request.query_params.get("filter"))
@@ -201,8 +204,7 @@ def create_app(collection: Collection, settings: WebSettings | None = None) -> S
         ids = [h.id for h in hits]
         if not ids:
             return [], 0
-        t = collection.table.take_offsets(sorted(set(ids))).select(["row_id", "content_sha256"]).to_arrow()
-        sha = dict(zip(t["row_id"].to_pylist(), t["content_sha256"].to_pylist()))
+        sha = {r["row_id"]: r["content_sha256"] for r in collection.take(ids, ["content_sha256"])}
         vecs = collection.vectors(emb)
         if emb not in dup_thresholds:
             dup_thresholds[emb] = duplicate_threshold(vecs, metrics[emb])
@@ -247,14 +249,11 @@ def create_app(collection: Collection, settings: WebSettings | None = None) -> S
         collapse = _parse_bool("collapse", request.query_params.get("collapse"))
         emb = _embedding(request)
         f = _filter(request)
-        mask = collection.allowed(f)
-        rows = np.arange(len(collection)) if mask is None else np.flatnonzero(mask)
-        # one permutation per seed, so pages (offset) never repeat an image
-        perm = np.random.default_rng(seed).permutation(rows)
-        page = perm[offset : offset + _fetch_k(n, collapse)]
+        # the sampler of the CLI and Python: one permutation per seed, pages (offset) never repeat
+        page, total = sample_rows(collection.select(f), len(collection), _fetch_k(n, collapse), seed, offset)
         hits = collection.hits(page)
         body = _search_results(hits, emb, n, collapse)
-        body.update(total=int(rows.size), offset=offset, seed=seed, next_offset=offset + len(page))
+        body.update(total=total, offset=offset, seed=seed, next_offset=offset + len(page))
         return JSONResponse(body)
 
     def neighbors(request: Request) -> JSONResponse:
@@ -351,8 +350,8 @@ def create_app(collection: Collection, settings: WebSettings | None = None) -> S
 
     def suggest(request: Request) -> JSONResponse:
         field = request.query_params.get("field") or ""
-        if field not in SUGGEST_FIELDS:
-            raise ApiError(400, f"field must be one of {', '.join(SUGGEST_FIELDS)}")
+        if field not in suggestions.fields:
+            raise ApiError(400, f"field must be one of {', '.join(suggestions.fields)}")
         prefix = request.query_params.get("prefix") or ""
         if len(prefix) > 200:
             raise ApiError(400, "prefix longer than 200 characters")
@@ -366,8 +365,7 @@ def create_app(collection: Collection, settings: WebSettings | None = None) -> S
         if m is None:
             raise ApiError(404, f"this collection has no 2-D map of {emb!r} (built with map_2d off)")
         xy, method = m
-        mask = collection.allowed(f)
-        ids = np.arange(len(collection)) if mask is None else np.flatnonzero(mask)
+        ids = collection.select(f).rows(len(collection))
         return JSONResponse({
             "embedding": emb,
             "method": method,

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .results import SUGGEST_FIELDS
-from .settings import WebSettings
+from imagemesh.web.settings import WebSettings
 
 __all__ = ["openapi_schema"]
 
@@ -131,7 +130,7 @@ def openapi_schema(collection: Any, settings: WebSettings) -> dict[str, Any]:
                 "get": {
                     "summary": "Most frequent values of a field starting with (then containing a word starting with) a prefix, for autocompletion",
                     "parameters": [
-                        {"name": "field", "in": "query", "required": True, "schema": {"type": "string", "enum": list(SUGGEST_FIELDS)}, "description": "authors counts single authors"},
+                        {"name": "field", "in": "query", "required": True, "schema": {"type": "string", "enum": list(collection.schema.suggest_fields)}, "description": "a field with a list column <field>_list (authors) counts its elements"},
                         {"name": "prefix", "in": "query", "schema": {"type": "string", "maxLength": 200}},
                         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
                     ],

@@ -32,9 +32,9 @@ from typing import Any, Callable
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..collection import Collection, open_collection
-from ..manifest import Manifest, ManifestError
-from .settings import WebSettings
+from imagemesh.query.collection import Collection, open_collection
+from imagemesh.store.manifest import Manifest, ManifestError
+from imagemesh.web.settings import WebSettings
 
 __all__ = ["ReloadingApp", "RequestCaps", "run", "make_app", "app_from_env", "release_memory", "ENV_PREFIX"]
 
@@ -257,7 +257,7 @@ def make_app(
 ) -> ASGIApp:
     """The served app: the frontend in a :class:`ReloadingApp` behind :class:`RequestCaps`
     (body cap = the upload limit plus 1 MiB for the form's other parts)."""
-    from ..registry import default_registries
+    from imagemesh.plugins import default_registries
 
     settings = settings or WebSettings()
     create_app = default_registries().frontends.get(frontend)

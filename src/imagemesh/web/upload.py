@@ -21,11 +21,11 @@ from PIL import Image
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from ..images import ImageLimits, sniff_format
-from ..models.preprocess import to_rgb
+from imagemesh.media.images import ImageLimits, sniff_format
+from imagemesh.models.preprocess import to_rgb
 
 if TYPE_CHECKING:
-    from ..isolate import IsolatedDecoder
+    from imagemesh.media.isolate import IsolatedDecoder
 
 __all__ = ["UploadError", "FormData", "read_form", "decode_image", "canonical_upload", "RASTER_FORMATS"]
 
@@ -223,8 +223,8 @@ def canonical_upload(data: bytes, limits: ImageLimits, decoder: "IsolatedDecoder
     Raises:
         UploadError: as :func:`decode_image`; 400 when the isolated decoder fails.
     """
-    from ..build import canonical_image, decode_jpeg
-    from ..images import ImageLoadError
+    from imagemesh.media.canonical import canonical_image, decode_jpeg
+    from imagemesh.media.images import ImageLoadError
 
     if decoder is None:
         return canonical_image(decode_image(data, limits))[1]

@@ -1,0 +1,1 @@
+"""Building collections: sources, the decode -> embed -> chunk pipeline, adding embeddings, Ray Data."""

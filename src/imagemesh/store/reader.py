@@ -1,0 +1,338 @@
+"""Reading one version of a collection: manifest, metadata tables, vectors, indices, media.
+
+:class:`CollectionReader` opens exactly the version ``manifest.json`` names and checks that
+its files match (sizes, shapes, index checksums, table versions and row counts). It answers
+storage questions only (rows, metadata, media bytes, vectors, indices); the query layer
+(:class:`imagemesh.query.collection.Collection`) builds kNN, filters, sampling and facets on it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import lancedb
+import numpy as np
+
+from imagemesh.core.embedding import EmbeddingConfig
+from imagemesh.core.errors import ImagemeshError
+from imagemesh.core.index import Index, IndexError_
+from imagemesh.core.registry import Registries
+from imagemesh.core.schema import MetadataSchema
+from imagemesh.core.text_search import FTS_COLUMN
+from imagemesh.plugins import default_registries
+from imagemesh.store.integrity import IntegrityError, check_file
+from imagemesh.store.manifest import Manifest, ManifestError
+
+__all__ = ["CollectionReader", "CollectionError", "ImageNotFound", "EmbeddingState", "DEFAULT_EMBEDDING_PREFERENCE"]
+
+#: Which embedding a collection answers with when none is named.
+DEFAULT_EMBEDDING_PREFERENCE = ("imagenet", "raw")
+
+
+class CollectionError(ManifestError):
+    """The collection cannot be opened or does not match its manifest."""
+
+
+class ImageNotFound(ImagemeshError, KeyError):
+    """No image with that row id or key."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass
+class EmbeddingState:
+    """One embedding of an open collection: its config, reduced dimension, memory-mapped
+    ``float32[N, dim]`` vectors and loaded index."""
+
+    name: str
+    config: EmbeddingConfig
+    dim: int
+    vectors: np.ndarray
+    index: Index
+
+
+class CollectionReader:
+    """A read-only view of one version of a collection folder.
+
+    Args:
+        root: the collection folder (holds ``manifest.json``; ``~`` is expanded).
+        registries: where index backends are looked up (default: built-ins + plugins).
+        verify_index_checksums: check each index file's sha256 against the manifest
+            before a native loader maps it (once per file and process; see
+            :mod:`imagemesh.store.integrity`).
+
+    Raises:
+        CollectionError: missing files, a file whose size or shape differs from the
+            manifest, or a metadata table whose row count or version differs.
+        ManifestError: no manifest, another format version, or a malformed one.
+    """
+
+    def __init__(self, root: Path, registries: Registries | None = None, verify_index_checksums: bool = True) -> None:
+        self.root = Path(root).expanduser()
+        self.registries = registries or default_registries()
+        self.manifest = Manifest.read(self.root)
+        self.data_dir = self.root / self.manifest.data_dir
+        try:
+            self.schema = MetadataSchema.from_dict(self.manifest.schema)
+        except ValueError as e:
+            raise CollectionError(f"manifest schema: {e}") from None
+        self.verify_index_checksums = bool(verify_index_checksums)
+        self._open_tables()
+        self._embeddings = {name: self._open_embedding(name, entry) for name, entry in self.manifest.embeddings.items()}
+        self._key_to_row: dict[str, int] | None = None
+        self._paper_rows: dict[str, list[int]] = {}
+
+    # ------------------------------------------------------------------ opening
+
+    def check_file(self, entry: dict[str, Any], what: str) -> Path:
+        """The path of a manifest file entry, checked to exist with the recorded size.
+
+        Raises:
+            CollectionError: missing or of another size.
+        """
+        path = self.data_dir / entry["file"]
+        if not path.is_file():
+            raise CollectionError(f"{what}: file {path} is missing")
+        size = path.stat().st_size
+        if "bytes" in entry and size != int(entry["bytes"]):
+            raise CollectionError(f"{what}: {path.name} is {size} bytes, manifest says {entry['bytes']} (truncated or replaced)")
+        return path
+
+    def _open_tables(self) -> None:
+        t = self.manifest.table
+        lance_dir = self.root / t.get("dir", "lance")
+        if not lance_dir.is_dir():
+            raise CollectionError(f"metadata table folder {lance_dir} is missing")
+        try:
+            db = lancedb.connect(str(lance_dir))
+            self.table = db.open_table(t.get("name", "images"))
+            self.table.checkout(int(t["version"]))
+            self.media = db.open_table(t.get("media", "media"))
+            self.media.checkout(int(t["media_version"]))
+        except (ValueError, OSError, RuntimeError, KeyError) as e:
+            raise CollectionError(f"cannot open metadata tables in {lance_dir} at the manifest's versions: {e}") from e
+        if FTS_COLUMN not in self.table.schema.names:
+            raise CollectionError(f"metadata table in {lance_dir} has no {FTS_COLUMN!r} column; rebuild the collection")
+        # Without its full-text index (e.g. removed by hand) keyword filters still work, by scanning.
+        self.has_fts = any(ix.index_type == "FTS" and list(ix.columns) == [FTS_COLUMN] for ix in self.table.list_indices())
+        for name, tbl in (("metadata", self.table), ("media", self.media)):
+            rows = tbl.count_rows()
+            if rows != self.manifest.n_images:
+                raise CollectionError(f"{name} table has {rows} rows, manifest says {self.manifest.n_images}")
+
+    def _open_embedding(self, name: str, entry: dict[str, Any]) -> EmbeddingState:
+        what = f"embedding {name!r}"
+        try:
+            config = EmbeddingConfig.from_dict(entry["config"])
+            dim = int(entry["dim"])
+            vpath = self.check_file(entry["vectors"], what)
+            ipath = self.check_file(entry["index"], what)
+        except (KeyError, TypeError, ValueError) as e:
+            if isinstance(e, CollectionError):
+                raise
+            raise CollectionError(f"{what}: malformed manifest entry: {e}") from e
+        try:
+            vectors = np.load(vpath, mmap_mode="r")
+        except (OSError, ValueError) as e:
+            raise CollectionError(f"{what}: cannot read vectors {vpath.name}: {e}") from e
+        if vectors.shape != (self.manifest.n_images, dim) or vectors.dtype != np.float32:
+            raise CollectionError(f"{what}: vectors are {vectors.dtype}{list(vectors.shape)}, manifest says float32[{self.manifest.n_images}, {dim}]")
+        cls = self.registries.backends.get(entry["index"]["backend"])
+        params = dict(entry["index"].get("params", {}))
+        params["file_bytes"] = entry["index"].get("bytes")
+        if self.verify_index_checksums:
+            # Native loaders (Annoy, FAISS) follow offsets inside a memory-mapped file: a
+            # same-size corrupted file could crash a later query, so check its sha256 first.
+            try:
+                check_file(ipath, entry["index"].get("sha256"), entry["index"].get("bytes"))
+            except IntegrityError as e:
+                raise CollectionError(f"{what}: index {e}") from None
+        try:
+            index = cls.load(ipath, dim, params)
+        except IndexError_ as e:
+            raise CollectionError(f"{what}: {e}") from e
+        if index.ntotal != self.manifest.n_images:
+            raise CollectionError(f"{what}: index holds {index.ntotal} vectors, manifest says {self.manifest.n_images}")
+        return EmbeddingState(name, config, dim, vectors, index)
+
+    # ------------------------------------------------------------------ basics
+
+    def __len__(self) -> int:
+        return self.manifest.n_images
+
+    @property
+    def embeddings(self) -> list[str]:
+        """Embedding names, the default first (``imagenet`` when present, as the seed
+        ImageMesh defaulted to its ImageNet CNN; else ``raw``; else the first), then the
+        others in manifest order. The default is what queries without ``embedding`` use."""
+        names = list(self._embeddings)
+        if not names:
+            return names
+        first = next((n for n in DEFAULT_EMBEDDING_PREFERENCE if n in names), names[0])
+        return [first] + [n for n in names if n != first]
+
+    def embedding_info(self) -> list[dict[str, Any]]:
+        """Per embedding: ``name``, ``metric``, ``dim`` (reduced), ``input_dim``, ``backend``,
+        ``explained_variance`` (of the PCA)."""
+        out = []
+        for name in self.embeddings:
+            st = self._embeddings[name]
+            entry = self.manifest.embeddings[name]
+            out.append({
+                "name": name,
+                "metric": st.config.metric,
+                "dim": st.dim,
+                "input_dim": st.config.dim,
+                "backend": entry["index"]["backend"],
+                "explained_variance": entry.get("pca", {}).get("explained_variance"),
+            })
+        return out
+
+    def state(self, embedding: str | None) -> EmbeddingState:
+        """The open embedding ``embedding`` (default: the first of :attr:`embeddings`).
+
+        Raises:
+            KeyError: no such embedding in this collection.
+        """
+        if embedding is None:
+            embedding = self.embeddings[0]
+        try:
+            return self._embeddings[embedding]
+        except KeyError:
+            raise KeyError(f"unknown embedding {embedding!r}; this collection has: {', '.join(self.embeddings)}") from None
+
+    def vectors(self, embedding: str | None = None) -> np.ndarray:
+        """Reduced vectors ``float32[N, d]`` (memory-mapped, read-only)."""
+        return self.state(embedding).vectors
+
+    def resolve(self, image: int | str) -> int:
+        """Row id of ``image``: a row id (int or digit string), an image key
+        (``"2306.01841v1/fig1"``), or a paper id (arXiv id) with exactly one image.
+
+        Raises:
+            ImageNotFound: no such image, or a paper id with several images.
+        """
+        if isinstance(image, (int, np.integer)) and not isinstance(image, bool):
+            if 0 <= int(image) < len(self):
+                return int(image)
+            raise ImageNotFound(f"no image with row id {image}")
+        text = str(image).strip()
+        if text.isdigit():
+            return self.resolve(int(text))
+        if self._key_to_row is None:
+            self._load_keys()
+        assert self._key_to_row is not None
+        if text in self._key_to_row:
+            return self._key_to_row[text]
+        matches = sorted(self._paper_rows.get(text, []))
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise ImageNotFound(f"{text!r} names {len(matches)} images; use an image key such as {self.get(matches[0])['image_key']!r}")
+        raise ImageNotFound(f"no image {text!r}")
+
+    def _load_keys(self) -> None:
+        cols = ["row_id", "image_key"] + [c for c in ("arxiv_id", "version") if c in self.table.schema.names]
+        t = self.table.search().select(cols).limit(None).to_arrow()
+        keys: dict[str, int] = {}
+        papers: dict[str, list[int]] = {}
+        for r in t.to_pylist():
+            keys[r["image_key"]] = r["row_id"]
+            aid, ver = r.get("arxiv_id"), r.get("version")
+            for name in {aid} | ({f"{aid}v{ver}"} if aid and ver else set()):
+                if name:
+                    papers.setdefault(name, []).append(r["row_id"])
+        self._paper_rows = papers
+        self._key_to_row = keys
+
+    # ------------------------------------------------------------------ metadata
+
+    def take(self, rows: Sequence[int], columns: Sequence[str]) -> list[dict[str, Any]]:
+        """Metadata of ``rows`` (in that order) restricted to ``columns`` (``row_id`` always);
+        ``predictions`` parsed from JSON."""
+        if not len(rows):
+            return []
+        rows = [int(r) for r in rows]
+        names = set(self.table.schema.names)
+        cols = ["row_id", *[c for c in columns if c != "row_id" and c in names]]
+        t = self.table.take_offsets(sorted(set(rows))).select(cols).to_arrow()
+        by_id = {r["row_id"]: r for r in t.to_pylist()}
+        out = []
+        for r in rows:
+            rec = dict(by_id[r])
+            if "predictions" in rec:
+                rec["predictions"] = json.loads(rec["predictions"]) if rec["predictions"] else {}
+            out.append(rec)
+        return out
+
+    def get(self, image: int | str) -> dict[str, Any]:
+        """All metadata of one image (``dict``; ``predictions`` parsed from JSON).
+
+        Raises:
+            ImageNotFound: no such image.
+        """
+        row = self.resolve(image)
+        return self.take([row], [f.name for f in self.table.schema])[0]
+
+    def image_keys(self) -> list[str]:
+        """Image keys in row-id order."""
+        t = self.table.search().select(["row_id", "image_key"]).limit(None).to_arrow().sort_by("row_id")
+        return t["image_key"].to_pylist()
+
+    def columns(self, names: Sequence[str]) -> Any:
+        """``row_id`` and the given columns of every row, as a ``pyarrow.Table`` (unordered)."""
+        return self.table.search().select(["row_id", *[n for n in names if n != "row_id"]]).limit(None).to_arrow()
+
+    # ------------------------------------------------------------------ media
+
+    def _media(self, rows: Sequence[int], column: str) -> list[bytes]:
+        rows = [self.resolve(int(r)) for r in rows]
+        if not rows:
+            return []
+        t = self.media.take_offsets(sorted(set(rows))).select(["row_id", column]).to_arrow()
+        by_id = dict(zip(t["row_id"].to_pylist(), t[column].to_pylist()))
+        missing = [r for r in rows if by_id.get(r) is None]
+        if missing:
+            raise ImageNotFound(f"no {column} stored for rows {missing[:5]}")
+        return [bytes(by_id[r]) for r in rows]
+
+    def thumbnail(self, row_id: int) -> bytes:
+        """JPEG bytes of the thumbnail (longest side 256 px) of ``row_id``.
+
+        Raises:
+            ImageNotFound: no such row.
+        """
+        return self._media([row_id], "thumb")[0]
+
+    def image(self, row_id: int) -> bytes:
+        """JPEG bytes of the canonical image (longest side <= 512 px) of ``row_id``: the
+        pixels every embedding saw.
+
+        Raises:
+            ImageNotFound: no such row.
+        """
+        return self._media([row_id], "image")[0]
+
+    def images(self, rows: Sequence[int]) -> list[bytes]:
+        """Canonical JPEGs of several rows, in the given order."""
+        return self._media(rows, "image")
+
+    def map_2d(self, embedding: str | None = None) -> tuple[np.ndarray, str] | None:
+        """The build-time 2-D map of an embedding: ``(float32[N, 2] in [0, 1], method)``,
+        or ``None`` if the collection has none.
+
+        Raises:
+            CollectionError: the map file is missing or of the wrong shape.
+        """
+        st = self.state(embedding)
+        entry = self.manifest.embeddings[st.name].get("map")
+        if not entry:
+            return None
+        xy = np.load(self.check_file(entry, f"map of {st.name!r}"), mmap_mode="r")
+        if xy.shape != (len(self), 2):
+            raise CollectionError(f"map of {st.name!r} has shape {xy.shape}, expected ({len(self)}, 2)")
+        return np.asarray(xy), str(entry.get("method"))
