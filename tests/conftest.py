@@ -53,6 +53,26 @@ def pytest_make_collect_report(collector: pytest.Collector) -> object:
         _fail_skip(report)
 
 
+# ---------------------------------------------------------------- fast lane
+#
+# `pytest -m "not slow"` is the developer's loop (synthetic fixtures, imagemesh.testing):
+# a test is slow when it builds from the real data (../shared/data), drives a browser,
+# kills processes, fuzzes, trains or starts Ray. The full suite (README's test command, CI)
+# runs everything.
+SLOW_FIXTURES = {"real_collection", "small_source", "categorized_collection"}
+SLOW_MODULES = {
+    "test_browser", "test_kill_build", "test_kill_serve", "test_fuzz_api", "test_fuzz_decoders", "test_ray",
+    "test_train", "test_imagenet_parity", "test_arxiv_src", "test_privacy", "test_models", "test_integrity",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if getattr(item, "module", None) else ""
+        if module in SLOW_MODULES or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def require_shared() -> None:
     if not FIGURES.is_dir():
         pytest.skip(f"real data not found at {FIGURES}")

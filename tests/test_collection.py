@@ -300,7 +300,7 @@ def test_open_refuses_missing_vectors_and_other_versions(tmp_path: Path, small_s
     m = json.loads(good)
     m["format_version"] = 99
     (out / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(imagemesh.collection.ManifestError, match="version"):
+    with pytest.raises(imagemesh.store.manifest.ManifestError, match="version"):
         imagemesh.open(out)
     (out / "manifest.json").write_text(good)
     (out / m["data_dir"] / m["embeddings"]["raw"]["vectors"]["file"]).unlink()
@@ -309,7 +309,7 @@ def test_open_refuses_missing_vectors_and_other_versions(tmp_path: Path, small_s
     shutil.rmtree(out / m["data_dir"])
     with pytest.raises(CollectionError):
         imagemesh.open(out)
-    with pytest.raises(imagemesh.collection.ManifestError):
+    with pytest.raises(imagemesh.store.manifest.ManifestError):
         imagemesh.open(tmp_path)
 
 

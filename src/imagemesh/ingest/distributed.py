@@ -43,12 +43,12 @@ class EmbedActor:
     def __init__(self, collection: str, embedding: str, models_folder: str | None = None) -> None:
         from imagemesh.core.embedding import make_embedding
         from imagemesh.media.canonical import decode_jpeg
-        from imagemesh.query.collection import open_collection
+        from imagemesh.store.reader import CollectionReader
         from imagemesh.plugins import default_registries
 
         regs = default_registries(models_folder=models_folder)
         self._decode = decode_jpeg
-        self._c = open_collection(collection, registries=regs)
+        self._c = CollectionReader(Path(collection), registries=regs)
         self._emb = make_embedding(regs.embeddings.get(embedding), 1)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -22,7 +22,6 @@ import torch
 from torch import nn
 
 from imagemesh.media.images import ImageLimits, load_image
-from .classifier import IMAGE_EXTS  # noqa: F401  (re-exported)
 from imagemesh.training.nets import FeaturesAndLogits, SmallConvNet
 from imagemesh.core.fileio import sha256_file
 from imagemesh.models.preprocess import ImagePreprocess

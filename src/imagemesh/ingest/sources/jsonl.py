@@ -15,7 +15,8 @@ all integers -> ``int``, numbers -> ``float``, lists of strings -> ``text_list``
 ``text`` (numbers among strings become text). A field with an object value, or a list of
 non-strings, is dropped with a problem. Roles: every text field is searched by ``keyword``
 and can be "contains"-filtered and suggested; text and int fields with 2 to
-:data:`MAX_FACET_VALUES` distinct values get facets; numeric fields get a range control;
+:data:`MAX_FACET_VALUES` distinct values, and at most one per two images (values that
+repeat), get facets; numeric fields get a range control;
 ``title`` (or else the first text field) is the title.
 
 Bad lines (not JSON, not an object, no ``file``, a path outside the folder, a missing file,
@@ -132,7 +133,7 @@ def read(path: Path) -> SourceData:
     numeric = tuple(k for k, v in kinds.items() if v in (FieldKind.INT, FieldKind.FLOAT))
     facets = tuple(
         k for k, v in kinds.items()
-        if v in (FieldKind.TEXT, FieldKind.INT) and 2 <= len({it.metadata.get(k) for it in items if it.metadata.get(k) is not None}) <= MAX_FACET_VALUES
+        if v in (FieldKind.TEXT, FieldKind.INT) and 2 <= len({it.metadata.get(k) for it in items if it.metadata.get(k) is not None}) <= min(MAX_FACET_VALUES, len(items) // 2)
     )
     schema = MetadataSchema(
         fields=kinds,

@@ -73,7 +73,7 @@ def read_abs(path: Path, taxonomy: Taxonomy) -> MetadataRecord:
         m = re.search(r"^Paper:\s*(\S+)", text, re.M)
         if m:
             fields["id"] = m.group(1)
-    from .latex import latex_to_text  # .abs titles and names are TeX-encoded (Bal\\'azs)
+    from imagemesh.ingest.sources.arxiv_src.latex import latex_to_text  # .abs titles and names are TeX-encoded (Bal\\'azs)
 
     authors = latex_to_text(fields.get("authors", "")) if "\\" in fields.get("authors", "") else fields.get("authors", "")
     if "title" in fields and "\\" in fields["title"]:
