@@ -215,7 +215,7 @@ def test_sigkill_during_append_keeps_old_and_rerun_matches(setup: dict, tmp_path
     coll = tmp_path / "coll"
     shutil.copytree(setup["old"], coll)
     code = (
-        "import sys; from pathlib import Path; from imagemesh.build import build_collection, BuildOptions; "
+        "import sys; from pathlib import Path; from imagemesh.ingest.build import build_collection, BuildOptions; "
         "build_collection(Path(sys.argv[1]), Path(sys.argv[2]), BuildOptions(embeddings=['raw'], backend='annoy', "
         "index_params={'n_trees': 8}, pca_dim=12, chunk_size=6, progress=False), append=True)"
     )

@@ -126,7 +126,7 @@ def test_keyword_combines_with_other_filters_by_mask_algebra(real_collection) ->
 def test_without_the_index_keyword_filters_scan_with_the_same_result(real_collection, monkeypatch) -> None:
     c = real_collection
     with_index = {q: c.count({"keyword": q}) for q in ("translation", "speech model", "graph")}
-    monkeypatch.setattr(c, "_has_fts", False)
+    monkeypatch.setattr(c, "has_fts", False)
     c.filters._cache.clear()  # noqa: SLF001
     assert {q: c.count({"keyword": q}) for q in with_index} == with_index
     c.filters._cache.clear()  # noqa: SLF001

@@ -141,7 +141,3 @@ def merge_record(md: dict[str, Any], rec: MetadataRecord | None, latex: dict[str
         out["authors_list"] = latex.get("authors") or None
         out["abstract"] = latex.get("abstract")
     return out
-
-
-def _dump(rec: MetadataRecord) -> str:  # pragma: no cover - debugging aid
-    return json.dumps(rec.__dict__)

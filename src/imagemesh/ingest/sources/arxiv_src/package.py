@@ -324,7 +324,3 @@ def _ingest(package: Path, sha: str, tmp: Path, staging: Path, work: Path, limit
         _partial(result, f"{len(missing)} referenced graphic(s) not in the package: " + ", ".join(sorted({r['referenced_as'] for r in missing})[:8]))
     if failed:
         _partial(result, f"{len(failed)} image(s) could not be rasterised: " + "; ".join(sorted({r['error'] for r in failed})[:5]))
-
-
-def package_digest(result: dict[str, Any]) -> str:  # pragma: no cover - debugging aid
-    return hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()
