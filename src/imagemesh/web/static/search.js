@@ -33,7 +33,7 @@ async function fetchResults(count, offset, signal) {
 
 const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
 
-/** Search with the current state and show the results; `push`: a new history entry. */
+/** Search with the current state and show the results and facet counts; `push`: a new history entry. */
 export async function run({ push = false, newSeed = false, focusTarget = false } = {}) {
   hideTooltip();
   const seq = ++app.runSeq;
@@ -116,8 +116,9 @@ export async function run({ push = false, newSeed = false, focusTarget = false }
     if (seq === app.runSeq) el.grid.removeAttribute("aria-busy");
   }
   if (seq !== app.runSeq) return;
-  refreshFacets(seq);
+  const facets = refreshFacets(seq);
   if (state.view === "map") loadMap(seq);
+  await facets; // resolve once the dropdowns show counts too (the page is "ready")
 }
 
 /** Append the next page (more results on scroll). */
