@@ -432,3 +432,44 @@ def test_category_dropdown_shows_official_names_and_keyword_finds_them(browser, 
         shot(pg, "hover-ternary")
         ctx.close()
         assert not problems, problems
+
+
+@pytest.fixture(scope="module")
+def jsonl_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Collection]]:
+    """A synthetic jsonl collection (imagemesh.testing: museum / artist / century / tags fields)."""
+    from imagemesh.query.collection import open_collection
+    from imagemesh.testing import build_tiny_collection
+
+    c = open_collection(build_tiny_collection(tmp_path_factory.mktemp("jsonl"), n=48))
+    with live_server(c) as url:
+        yield url, c
+
+
+def test_collection_with_its_own_fields_gets_its_own_controls(browser: Any, jsonl_server: tuple[str, Collection]) -> None:
+    """No arXiv field exists: the facet dropdowns, the text filters and the detail panel come
+    from the collection's schema, and choosing a facet value narrows the grid."""
+    url, c = jsonl_server
+    ctx = browser.new_context(viewport={"width": 1360, "height": 900})
+    ctx.set_default_timeout(30_000)
+    pg = ctx.new_page()
+    problems: list[str] = []
+    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    pg.base = url  # type: ignore[attr-defined]
+    open_app(pg)
+    options = pg.eval_on_selector_all("#facet-museum option", "os => os.map(o => o.value)")
+    assert sorted(v for v in options if v) == ["Louvre", "Prado", "Rijksmuseum", "Uffizi"]
+    assert pg.query_selector("#facet-artist") is not None and pg.query_selector("#facet-century") is not None
+    assert pg.query_selector("#archive") is None or pg.is_hidden("#archive")
+    pg.select_option("#facet-museum", "Louvre")
+    wait_status(pg, "of 12 matching images")
+    ids = tile_ids(pg)
+    assert ids and all(c.get(i)["museum"] == "Louvre" for i in ids)
+    assert url_state(pg).get("museum") == "Louvre"
+    pg.click(f"#grid .tile[data-id='{ids[0]}']")
+    pg.wait_for_selector("#detail:not([hidden])")
+    pg.wait_for_function("() => document.querySelectorAll('#detail-fields dt').length > 0")
+    dts = pg.eval_on_selector_all("#detail-fields dt", "ds => ds.map(d => d.textContent)")
+    assert {"museum", "artist", "century"} <= set(dts), dts
+    pg.screenshot(path=str(ARTIFACTS / "jsonl-detail.png"))
+    ctx.close()
+    assert not problems, problems
