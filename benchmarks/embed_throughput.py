@@ -5,8 +5,8 @@ repetitions:
 
 - **pipeline**: what ``imagemesh embed`` / ``build`` do per chunk: canonical JPEG bytes ->
   decode -> ``Embedding.prepare`` (letterbox resize + normalise) in one background thread
-  (:func:`imagemesh.models.pipeline.prefetched`), overlapped with ONNX Runtime on the
-  previous chunk (:func:`imagemesh.models.pipeline.embed_prepared`).
+  (:func:`imagemesh.ingest.prefetch.prefetched`), overlapped with ONNX Runtime on the
+  previous chunk (:func:`imagemesh.ingest.prefetch.embed_prepared`).
 - **bare**: ONNX Runtime alone on tensors prepared beforehand (the ceiling).
 
 Images: the bundled demo figures (166 real arXiv figures), repeated to ``--n`` images,

@@ -181,7 +181,7 @@ def synthetic_collection(work: Path, n: int, dim: int = 64, seed: int = 0) -> Pa
 
 
 def bump_version(root: Path) -> str:
-    """A new version of the same content (see :func:`imagemesh.build.republish`)."""
+    """A new version of the same content (see :func:`imagemesh.store.writer.republish`)."""
     from imagemesh.store.writer import republish
 
     return republish(root)

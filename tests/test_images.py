@@ -1,4 +1,4 @@
-"""Tests for imagemesh.images: real arXiv figures and hostile files."""
+"""Tests for imagemesh.media.images: real arXiv figures and hostile files."""
 
 from __future__ import annotations
 

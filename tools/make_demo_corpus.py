@@ -5,7 +5,7 @@ Writes, under the output directory:
 
 * ``figures.csv``  -- the source header (``paper_title,arxiv_id,fig1_file_path,fig1_caption,
   abstract,introduction``), ``introduction`` emptied, ``fig1_file_path`` = ``images/<id>.<ext>``;
-* ``images/<arxiv_id>.png|.jpg`` -- each figure loaded with :func:`imagemesh.images.load_image`
+* ``images/<arxiv_id>.png|.jpg`` -- each figure loaded with :func:`imagemesh.media.images.load_image`
   (PDFs rasterised), downsized to a longest side of 512 px (never upscaled), stored as a
   palette PNG when that looks as good as JPEG q85 and is smaller, else as JPEG q85;
 * ``NOTICE.md`` -- CC BY 4.0 attribution for every figure and a statement of the changes.

@@ -443,74 +443,13 @@ def models_import_cmd(file: Path, name: str, input_size: int, mean: str, std: st
     click.echo(f"imported {name}: {d['feature_dim']}-d from {d['feature_output']!r}, sha256 {d['sha256'][:12]}…; card {card}")
 
 
-@cli.group("train")
-def train_group() -> None:
-    """Train embedding networks (needs the `train` extra: torch==2.13.0, onnx, onnxscript)."""
+def _add_training() -> None:
+    from imagemesh.training.commands import train_group  # imports click only; torch inside the commands
+
+    cli.add_command(train_group)
 
 
-def _need_torch() -> None:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        _fail("training needs the train extra: pip install -e '.[train]'  (pins torch==2.13.0)")
-
-
-@train_group.command("classifier")
-@click.argument("labels", type=click.Path(exists=True, path_type=Path))
-@click.option("--name", required=True, help="Embedding name for the card.")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="ONNX file to write (default: <models folder>/<name>.onnx, registered at once).")
-@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None, help="Folder of the images a labels CSV names.")
-@click.option("--folds", default=5, show_default=True, type=click.IntRange(0, 20), help="k of the k-fold cross-validation (0: none).")
-@click.option("--epochs", default=30, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--threads", default=None, type=click.IntRange(1, 256), help="torch threads.")
-def train_classifier_cmd(labels: Path, name: str, out: Path | None, images: Path | None, folds: int, epochs: int, seed: int, threads: int | None) -> None:
-    """Train a classifier embedding from LABELS: a folder with one sub-folder per label, or a CSV image_id,label."""
-    _need_torch()
-    from imagemesh.models.cards import NAME_RE, models_dir
-    from imagemesh.training.classifier import collect_labelled, train_classifier
-
-    if not NAME_RE.match(name):
-        _fail(f"--name {name!r}: use lowercase letters, digits, '-' and '_'")
-    try:
-        data = collect_labelled(labels, images)
-    except ValueError as e:
-        _fail(str(e))
-    card = train_classifier(data, out or models_dir() / f"{name}.onnx", name, folds=folds, epochs=epochs, seed=seed, threads=threads, log=lambda s: click.echo(s, err=True))
-    cv = card.get("cross_validation")
-    if cv:
-        click.echo(f"{name}: {cv['folds']}-fold cross-validation accuracy {cv['accuracy_mean'] * 100:.2f}% (± {cv['accuracy_std'] * 100:.2f})")
-
-
-@train_group.command("deepcluster")
-@click.argument("folders", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--name", default="deepcluster", show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="ONNX file to write (default: <models folder>/<name>.onnx).")
-@click.option("-k", default=100, show_default=True, type=click.IntRange(2, 100_000), help="Number of k-means clusters.")
-@click.option("--epochs", default=30, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--threads", default=None, type=click.IntRange(1, 256), help="torch threads.")
-def train_deepcluster_cmd(folders: tuple[Path, ...], name: str, out: Path | None, k: int, epochs: int, seed: int, threads: int | None) -> None:
-    """Train a DeepCluster embedding on the images in FOLDERS; prints NMI between successive epochs."""
-    _need_torch()
-    from imagemesh.models.cards import models_dir
-    from imagemesh.training.classifier import image_files
-    from imagemesh.training.deepcluster import train_deepcluster
-
-    paths, ref = [], []
-    for f in folders:
-        files = image_files(f)
-        paths += files
-        ref += [str(f)] * len(files)
-    if len(paths) < 2:
-        _fail("need at least 2 images")
-    card = train_deepcluster(paths, out or models_dir() / f"{name}.onnx", k=k, epochs=epochs, seed=seed, reference=ref if len(folders) > 1 else None,
-                             data_description="; ".join(str(f) for f in folders), threads=threads, log=lambda s: click.echo(s, err=True))
-    if name != "deepcluster":
-        card_path = Path(out or models_dir() / f"{name}.onnx").with_suffix(".json")
-        card["name"] = name
-        card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    click.echo(f"{name}: NMI between successive epochs: {card['training']['nmi_successive']}")
+_add_training()
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 Build-time trade-off: ``n_trees`` (more trees, better recall, larger file). Query-time:
 ``search_k`` (nodes inspected; default ``n_trees * k``, per Annoy's README). Annoy cannot
-restrict a search to a set of ids, so filtered search uses :class:`~imagemesh.index.Index`'s
+restrict a search to a set of ids, so filtered search uses :class:`~imagemesh.core.index.Index`'s
 adaptive over-fetch with an exact fallback.
 
 Annoy allocates ``max(id) + 1`` slots, which is why indices only ever see dense row ids.

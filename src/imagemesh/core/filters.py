@@ -180,7 +180,7 @@ class Keyword(MetadataFilter):
 
     ``search_text`` joins title, authors, abstract, caption, sub-caption, arXiv id,
     categories and official category names (composed at build time); what a word is, and
-    why there is no stemming, is in :mod:`imagemesh.text_search`. A collection answers
+    why there is no stemming, is in :mod:`imagemesh.core.text_search`. A collection answers
     this from its LanceDB full-text index; :func:`to_lance_predicate` compiles it to an
     equivalent (scanning) regex predicate. A query with no word, or with a word of 40
     UTF-8 bytes or more, matches nothing.

@@ -147,7 +147,7 @@ def load_image_bytes(data: bytes, limits: ImageLimits = ImageLimits(), path: Pat
 
 def _load_eps(path: Path, data: bytes, limits: ImageLimits) -> Image.Image:
     """Rasterise EPS/PostScript with Ghostscript (sandboxed; see
-    :mod:`imagemesh.sources.arxiv_src.ghostscript`); first page, on white."""
+    :mod:`imagemesh.ingest.sources.arxiv_src.ghostscript`); first page, on white."""
     from imagemesh.media.ghostscript import GhostscriptError, GhostscriptLimits, rasterise_postscript
 
     try:

@@ -7,11 +7,11 @@ build of millions of images, or the web server decoding an uploaded query image.
 
 :class:`IsolatedDecoder` keeps one long-lived worker process (``spawn``-ed, so it shares no
 threads or locks with the parent) that decodes a file and returns its *canonical form*
-(the original size and the canonical JPEG bytes, see :func:`imagemesh.build.canonical_image`),
+(the original size and the canonical JPEG bytes, see :func:`imagemesh.media.canonical.canonical_image`),
 the same bytes an in-process decode gives. Each request has a wall-clock limit; the
 worker's address space is capped (``RLIMIT_AS``: what it had after its imports plus
 ``memory_bytes``) and so is its CPU time. A worker that crashes, times out or runs out of
-memory is replaced, and the request fails with :class:`~imagemesh.images.ImageLoadError`
+memory is replaced, and the request fails with :class:`~imagemesh.media.images.ImageLoadError`
 naming the cause (``"decoder crashed (SIGSEGV)"``, ``"decoder timed out after 60 s"``,
 ``"decoder ran out of memory"``), which a build records as a skipped image and a server
 answers with a 4xx.

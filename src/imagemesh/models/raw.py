@@ -2,7 +2,7 @@
 
 As in the original ImageMesh, this "generally produces associations based on overall
 colour content". Recipe: the RGB image (alpha already composited over white by
-:func:`imagemesh.images.load_image`) is letterboxed onto a white square (so wide figures
+:func:`imagemesh.media.images.load_image`) is letterboxed onto a white square (so wide figures
 keep their layout), resized to ``size x size`` (default 32, BICUBIC), and flattened
 to ``float32[3 * size * size]`` in ``[0, 1]`` (channel-last order R, G, B per pixel).
 Compared with Euclidean distance (``metric = "l2"``).

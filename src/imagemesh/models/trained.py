@@ -1,17 +1,17 @@
 """The trained built-in embeddings ``ternary``, ``cats`` and ``deepcluster`` (ONNX, run by ONNX Runtime).
 
-Each is a :class:`imagemesh.models.nets.SmallConvNet` (64 px input, 128-d penultimate
+Each is a :class:`imagemesh.training.nets.SmallConvNet` (64 px input, 128-d penultimate
 layer = the embedding) trained by this package and shipped as ``models/data/<name>.onnx``
 with its model card ``<name>.json`` (training data, cross-validation accuracy or the
 DeepCluster NMI curve, ONNX parity, file hash) and, for the classifiers, ``<name>.labels.txt``.
 
 - ``ternary``: diagram / sensor / mixed, trained on **weak labels by source**
-  (:mod:`imagemesh.models.ternary_data`); its class probabilities go into the
+  (:mod:`imagemesh.training.ternary_data`); its class probabilities go into the
   ``predictions`` metadata.
 - ``cats``: cat / dog, trained on 300 + 300 photographs (``shared/data/cats-dogs``) and run
   over arXiv figures, where, like the seed's, it "produces some unlikely associations".
 - ``deepcluster``: unsupervised DeepCluster (Caron et al. 2018) on arXiv figures and
-  documentation plots (:mod:`imagemesh.models.deepcluster`); no predictions.
+  documentation plots (:mod:`imagemesh.training.deepcluster`); no predictions.
 
 Retrain with ``imagemesh train classifier`` / ``imagemesh train deepcluster`` (``train`` extra).
 """

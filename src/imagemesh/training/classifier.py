@@ -3,7 +3,7 @@
 Labels come from a folder with one sub-folder per label (``cats-dogs/cat/*.jpg``,
 ``cats-dogs/dog/*.jpg``) or a labels file (CSV ``image_id,label``; ``image_id`` is a path
 relative to the labels file, or to ``images_dir``, or a file stem such as an arXiv id
-looked up in ``images_dir``). The network is :class:`imagemesh.models.nets.SmallConvNet`;
+looked up in ``images_dir``). The network is :class:`imagemesh.training.nets.SmallConvNet`;
 the embedding is its penultimate layer (128-d), the predicted class and probabilities of all
 classes go into the collection's ``predictions`` metadata.
 
@@ -15,7 +15,6 @@ Needs the ``train`` extra.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import time
@@ -200,25 +199,3 @@ def evaluate_onnx(card_path: Path, data: LabelledImages) -> dict[str, Any]:
     n = int(confusion.sum())
     return {"data": data.source, "n_images": n, "accuracy": round(float(np.trace(confusion)) / max(1, n), 4),
             "confusion": {"rows_true_cols_predicted": names, "matrix": confusion.tolist()}}
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Train a classifier embedding (imagemesh train classifier).")
-    ap.add_argument("labels", type=Path, help="folder with one sub-folder per label, or a CSV image_id,label")
-    ap.add_argument("--name", required=True)
-    ap.add_argument("--out", type=Path, required=True, help="ONNX file to write")
-    ap.add_argument("--images", type=Path, default=None)
-    ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--cache", type=Path, default=None)
-    ap.add_argument("--card-extra", type=Path, default=None, help="JSON merged into the card")
-    ap.add_argument("--save-state", action="store_true")
-    ap.add_argument("--threads", type=int, default=None)
-    a = ap.parse_args(argv)
-    extra = json.loads(a.card_extra.read_text()) if a.card_extra else None
-    train_classifier(collect_labelled(a.labels, a.images), a.out, a.name, folds=a.folds, epochs=a.epochs, seed=a.seed, cache=a.cache, card_extra=extra, save_state=a.save_state, threads=a.threads)
-
-
-if __name__ == "__main__":
-    main()

@@ -17,7 +17,7 @@ Features", ECCV 2018, arXiv:1807.05520. Each epoch:
 Choices against the paper, so that it trains on a few thousand images in minutes on 2 CPU
 cores: the paper trains AlexNet (61 M parameters; VGG16 in some experiments) on 1.3 M
 ImageNet images at 224 px for 500 epochs with k = 10,000 and PCA to 256 dims; here the
-network is :class:`imagemesh.models.nets.SmallConvNet` (4 conv blocks 16-32-64-128, 0.11 M
+network is :class:`imagemesh.training.nets.SmallConvNet` (4 conv blocks 16-32-64-128, 0.11 M
 parameters, 16 M multiply-adds) at 64 px, with the paper's fixed Sobel front end, a 128-d
 embedding, PCA to 64 dims, k = 100 (the seed's setting) and tens of epochs. Augmentation is
 a horizontal flip and a shift of up to 6 px (the paper: random resized crops + flips).
@@ -26,7 +26,6 @@ Needs the ``train`` extra; the trained network is exported to ONNX (``features``
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -177,29 +176,3 @@ def train_deepcluster(
     card_path = write_card(out, card, net, None)
     log(f"deepcluster: wrote {out} and {card_path}")
     return json.loads(card_path.read_text())
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    from imagemesh.training.classifier import image_files
-
-    ap = argparse.ArgumentParser(description="Train the DeepCluster embedding (imagemesh train deepcluster).")
-    ap.add_argument("folders", type=Path, nargs="+", help="folders of images (searched recursively)")
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("-k", type=int, default=100)
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--cache", type=Path, default=None)
-    ap.add_argument("--save-state", action="store_true")
-    ap.add_argument("--threads", type=int, default=None)
-    a = ap.parse_args(argv)
-    paths, ref = [], []
-    for f in a.folders:
-        files = image_files(f)
-        paths += files
-        ref += [str(f)] * len(files)
-    desc = "; ".join(f"{f} ({sum(r == str(f) for r in ref)} images)" for f in a.folders)
-    train_deepcluster(paths, a.out, k=a.k, epochs=a.epochs, seed=a.seed, reference=ref, data_description=desc, cache=a.cache, save_state=a.save_state, threads=a.threads)
-
-
-if __name__ == "__main__":
-    main()

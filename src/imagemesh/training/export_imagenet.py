@@ -11,7 +11,7 @@ checkpoints into ``lukemelas/EfficientNet-PyTorch``).
 Needs the ``train`` extra (torch, onnx, onnxscript, the two packages above); nothing is
 downloaded. Run from the project root::
 
-    python -m imagemesh.models.export_imagenet --out src/imagemesh/models/data/efficientnet_lite0.onnx
+    imagemesh train export-imagenet --out src/imagemesh/models/data/efficientnet_lite0.onnx
 
 It writes the ONNX file (one file, weights inside) and the model card JSON next to it
 (same stem, ``.json``). ``--timm-wheel timm-X.whl`` also rebuilds ``imagenet_classes.txt``
@@ -25,7 +25,6 @@ classifier) and ``logits`` float32[batch, 1000] (ImageNet-1k class scores, pre-s
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import zipfile
@@ -187,27 +186,3 @@ def model_card(onnx_path: Path) -> dict[str, Any]:
         "num_classes": NUM_CLASSES,
         "labels_file": LABELS_FILE,
     }
-
-
-def main(argv: list[str] | None = None) -> None:
-    """CLI: export the ONNX file, write its card and (optionally) the class-name file."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "data" / "efficientnet_lite0.onnx")
-    parser.add_argument("--timm-wheel", type=Path, default=None, help="timm wheel to rebuild the class names from")
-    args = parser.parse_args(argv)
-
-    out: Path = args.out
-    export_onnx(load_model(), out)
-    labels = out.parent / LABELS_FILE
-    if args.timm_wheel is not None:
-        write_labels_from_timm(args.timm_wheel, labels)
-    card = model_card(out)
-    card_path = out.with_suffix(".json")
-    card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {out} ({card['size_bytes']} bytes, sha256 {card['sha256']}) and {card_path}")
-    if not labels.is_file():
-        print(f"warning: {labels} is missing; rerun with --timm-wheel")
-
-
-if __name__ == "__main__":
-    main()

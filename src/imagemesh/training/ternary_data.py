@@ -13,13 +13,12 @@ comes from, nobody looked at each image):
   disjoint from the pure ``diagram``/``sensor`` ones), with random layout, gaps and sizes;
 - plus, optionally, arXiv figures labelled by eye (``--by-eye labels.csv``).
 
-``python -m imagemesh.models.ternary_data --plots DIR --photos DIR --cats-dogs DIR --out DIR``
+``imagemesh train ternary-data --plots DIR --photos DIR --cats-dogs DIR --out DIR``
 writes the images and ``labels.csv`` (``image_id,label``) for ``imagemesh train classifier``.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 from pathlib import Path
 from typing import Sequence
@@ -111,22 +110,3 @@ def make_ternary_dataset(plots: Sequence[Path], photos: Sequence[Path], cat_dog:
         w.writerow(["image_id", "label"])
         w.writerows(rows)
     return labels
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    from imagemesh.training.classifier import image_files
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--plots", type=Path, nargs="+", required=True)
-    ap.add_argument("--photos", type=Path, required=True)
-    ap.add_argument("--cats-dogs", type=Path, required=True)
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("-n", type=int, default=300)
-    a = ap.parse_args(argv)
-    plots = [p for d in a.plots for p in image_files(d)]
-    labels = make_ternary_dataset(plots, image_files(a.photos), image_files(a.cats_dogs), a.out, a.n)
-    print(f"wrote {labels}")
-
-
-if __name__ == "__main__":
-    main()

@@ -2,7 +2,7 @@
 parity check and model cards. Needs the ``train`` extra (torch, onnx, onnxscript).
 
 Every training image goes through the same path as a collection image at build time:
-:func:`imagemesh.images.load_image` -> :func:`imagemesh.build.canonical_image` (JPEG, longest
+:func:`imagemesh.media.images.load_image` -> :func:`imagemesh.media.canonical.canonical_image` (JPEG, longest
 side 512) -> :class:`ImagePreprocess` (letterbox on white to ``size``), so the network sees
 at training time exactly the kind of pixels it sees in ``imagemesh build`` / ``embed``.
 """

@@ -15,7 +15,7 @@ contract any frontend may use (documented at ``/api/openapi.json``):
 * ``GET /api/images/{id}`` -- all metadata of one image, with its thumbnail and image URLs
 * ``GET /api/images/{id}/thumbnail`` and ``/image`` -- JPEGs, ``ETag`` + immutable caching
 
-``filter`` is the JSON form of a :class:`~imagemesh.filters.MetadataFilter` (the same as
+``filter`` is the JSON form of a :class:`~imagemesh.core.filters.MetadataFilter` (the same as
 the CLI's ``--where``). Bad parameters get a 4xx JSON error ``{"error": ...}``, never a
 500. The app is read-only, keeps no request log, never writes an upload anywhere (see
 :mod:`imagemesh.web.upload`), and sends a Content-Security-Policy that allows no inline
@@ -128,7 +128,7 @@ def create_app(collection: Collection, settings: WebSettings | None = None) -> S
     """Build the ASGI app serving ``collection``.
 
     Args:
-        collection: an open :class:`~imagemesh.collection.Collection`.
+        collection: an open :class:`~imagemesh.query.collection.Collection`.
         settings: :class:`WebSettings` (limits and defaults).
     """
     settings = settings or WebSettings()

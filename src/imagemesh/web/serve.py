@@ -4,10 +4,10 @@
   every ``check_interval`` seconds a request triggers a cheap ``stat`` of
   ``manifest.json``; when it changed and names another ``build_id``, the new version is
   opened in a background thread while the old one keeps answering, warmed with the
-  filters users ran recently (:meth:`~imagemesh.collection.Collection.warm`), and then
+  filters users ran recently (:meth:`~imagemesh.query.collection.Collection.warm`), and then
   swapped in for new requests. Requests already running finish on the version they started with
   (a build keeps the previous build folder and table versions, see
-  :mod:`imagemesh.build`). A version that fails to open is not switched to (the old one
+  :mod:`imagemesh.ingest.build`). A version that fails to open is not switched to (the old one
   stays; the failure is logged without request content).
 * :class:`RequestCaps` rejects request bodies above ``max_body_bytes`` (413, checked from
   ``Content-Length`` and while streaming), caps the time of one request (503 after

@@ -22,7 +22,7 @@ class WebSettings:
         max_upload_images: most uploaded images in one query.
         max_query_items: most positives + negatives (ids and uploads) in one query.
         isolate_uploads: decode uploaded images in an
-            :class:`~imagemesh.isolate.IsolatedDecoder` worker process (one per server
+            :class:`~imagemesh.media.isolate.IsolatedDecoder` worker process (one per server
             process, started on the first upload) so a decoder crash or hang cannot take
             the server down; ``False`` decodes in the request thread.
         upload_decode_timeout_s: wall-clock limit of one isolated upload decode, seconds.

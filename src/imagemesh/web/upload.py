@@ -5,7 +5,7 @@ Starlette's own form parser spools file parts larger than 1 MiB to a temporary f
 the data policy promises that nothing a user sends is written anywhere, so the body is
 read here with a hard byte limit and parsed with python-multipart's streaming parser
 into ``bytes``. Images are decoded from those bytes under
-:class:`imagemesh.images.ImageLimits` (pixel count checked from the header before any
+:class:`imagemesh.media.images.ImageLimits` (pixel count checked from the header before any
 pixel is decoded: the decompression-bomb guard).
 """
 
@@ -213,10 +213,10 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
 
 def canonical_upload(data: bytes, limits: ImageLimits, decoder: "IsolatedDecoder | None" = None) -> Image.Image:
     """Check an upload and return its canonical RGB image: the decoded form of the
-    <= 512 px JPEG that every embedding sees (:func:`imagemesh.build.canonical_image`).
+    <= 512 px JPEG that every embedding sees (:func:`imagemesh.media.canonical.canonical_image`).
 
     With ``decoder`` (the server's default), the header is checked here and the pixels
-    are decoded in the :class:`~imagemesh.isolate.IsolatedDecoder` worker process, so a
+    are decoded in the :class:`~imagemesh.media.isolate.IsolatedDecoder` worker process, so a
     decoder crash, hang or memory blow-up on a hostile file is a 400 for that request,
     not a dead server. The bytes reach the worker through a pipe, never a file.
 

@@ -7,8 +7,8 @@
    through :func:`~.package.ingest_package` in a process pool (``spawn``), with a
    progress bar. Results are saved per package, so a killed run resumes where it was.
 3. Every rasterised image of every ingested package becomes a
-   :class:`~imagemesh.sources.SourceItem` (metadata from ``.abs``/snapshot records, else
-   the LaTeX), and :func:`imagemesh.build.build_collection` builds the collection, or
+   :class:`~imagemesh.ingest.sources.SourceItem` (metadata from ``.abs``/snapshot records, else
+   the LaTeX), and :func:`imagemesh.ingest.build.build_collection` builds the collection, or
    appends the new image keys to an existing one (row ids kept, indices rebuilt).
 4. ``<out>/ingest-report.json`` lists every package's outcome.
 """
@@ -202,7 +202,7 @@ def ingest_arxiv(
         metadata_files: snapshot JSON lines, ``.abs`` files or folders of them.
         workers: processes for the per-package step (``<= 1``: in this process).
         limits: :class:`IngestLimits`.
-        build_options: :class:`imagemesh.build.BuildOptions` for the collection build.
+        build_options: :class:`imagemesh.ingest.options.BuildOptions` for the collection build.
         build: build/append the collection (``False``: only the per-package step).
 
     Returns:

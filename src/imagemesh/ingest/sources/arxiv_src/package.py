@@ -71,7 +71,7 @@ def result_path(work: Path, sha256: str) -> Path:
 
 def rasterise(path: Path, limits: IngestLimits, tmp: Path) -> Image.Image:
     """Any supported figure file -> RGB image. EPS/PS go to Ghostscript with its temporary
-    files under ``tmp``; everything else through :func:`imagemesh.images.load_image`.
+    files under ``tmp``; everything else through :func:`imagemesh.media.images.load_image`.
 
     Raises:
         ImageLoadError: with the reason.
