@@ -18,7 +18,7 @@ import httpx
 import imagemesh
 from imagemesh.query.collection import Collection
 from imagemesh.core.errors import FilterError
-from imagemesh.core.filters import to_lance_predicate
+from imagemesh.core.filter_sql import to_lance_predicate
 from imagemesh.web.app import create_app
 from imagemesh.web.settings import WebSettings
 

@@ -64,7 +64,7 @@ _EXPORTS = {
     "FilterError": ("imagemesh.core.errors", "FilterError"),
     "from_dict": ("imagemesh.core.filters", "from_dict"),
     "parse_filter": ("imagemesh.core.filters", "parse_filter"),
-    "to_lance_predicate": ("imagemesh.core.filters", "to_lance_predicate"),
+    "to_lance_predicate": ("imagemesh.core.filter_sql", "to_lance_predicate"),
     "MetadataSchema": ("imagemesh.core.schema", "MetadataSchema"),
     "FieldKind": ("imagemesh.core.schema", "FieldKind"),
     "Registry": ("imagemesh.core.registry", "Registry"),

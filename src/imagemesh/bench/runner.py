@@ -178,7 +178,8 @@ def demo_dataset(work: Path, nq: int, seed: int) -> Dataset:
         "not kw:model": {"not": {"keyword": "model"}},
         "title:dialogue": {"title": {"contains": "dialog"}},
     }
-    from imagemesh.core.filters import from_dict, to_lance_predicate
+    from imagemesh.core.filter_sql import to_lance_predicate
+    from imagemesh.core.filters import from_dict
 
     masks, preds = {}, {}
     for name, f in filters.items():

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from imagemesh.core.errors import FilterError
-from imagemesh.core.filters import And, Keyword, MetadataFilter, Not, Or, from_dict, parse_filter, to_lance_predicate
+from imagemesh.core.filter_sql import to_lance_predicate
+from imagemesh.core.filters import And, Keyword, MetadataFilter, Not, Or, from_dict, parse_filter
 from imagemesh.core.text_search import FTS_COLUMN, fts_query_text, keyword_predicate
 from imagemesh.store.reader import CollectionReader
 
