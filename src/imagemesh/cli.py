@@ -250,26 +250,6 @@ def demo(host: str, port: int, rebuild: bool, no_serve: bool) -> None:
     run(out, host=host, port=port, collection=c)
 
 
-@cli.command()
-@click.option("--quick", is_flag=True, help="Planner only on 20k synthetic vectors; under a minute.")
-@click.option("--sizes", default="100k", show_default=True, help="Synthetic dataset sizes, e.g. 100k,1M (ignored with --quick).")
-@click.option("--demo/--no-demo", default=True, show_default=True, help="Also run on the demo collection's real embeddings.")
-@click.option("--contenders", default=None, help="Comma-separated subset of: planner, exact, hnsw, hnsw-post, ivf, ivfpq, annoy, annoy-post, lance-pre, lance-post.")
-@click.option("--queries", default=200, show_default=True, type=click.IntRange(10, 100_000))
-@click.option("--budget", default=1.0, show_default=True, type=float, help="Seconds per repetition of one measurement.")
-@click.option("--reps", default=3, show_default=True, type=click.IntRange(1, 100))
-@click.option("--out", default="benchmarks/results", show_default=True, type=click.Path(path_type=Path))
-@click.option("--work", default="benchmarks/.work", show_default=True, type=click.Path(path_type=Path), help="Scratch folder for indices.")
-@click.option("--tag", default=None, help="Output file name stem (default: bench-<sizes>).")
-@click.option("--json", "as_json", is_flag=True, help="Print the planner's per-filter recall, fill and QPS as JSON.")
-def bench(quick: bool, sizes: str, demo: bool, contenders: str | None, queries: int, budget: float, reps: int, out: Path, work: Path, tag: str | None, as_json: bool) -> None:
-    """Filtered-kNN benchmark: the query planner against exact, Annoy, FAISS and LanceDB."""
-    os.environ.setdefault("LANCE_CPU_THREADS", "1")  # single-thread queries (read when LanceDB starts)
-    from imagemesh.bench.cli import run_cli
-
-    run_cli(quick=quick, sizes=sizes, demo=demo, contenders=contenders, queries=queries, budget=budget, reps=reps, out=out, work=work, tag=tag, as_json=as_json)
-
-
 @cli.group()
 def ingest() -> None:
     """Ingest raw sources into a collection (arXiv source packages)."""
@@ -443,13 +423,16 @@ def models_import_cmd(file: Path, name: str, input_size: int, mean: str, std: st
     click.echo(f"imported {name}: {d['feature_dim']}-d from {d['feature_output']!r}, sha256 {d['sha256'][:12]}…; card {card}")
 
 
-def _add_training() -> None:
-    from imagemesh.training.commands import train_group  # imports click only; torch inside the commands
+def _add_command_groups() -> None:
+    # each imports click only at import time; the heavy modules inside its commands
+    from imagemesh.bench.commands import bench_group
+    from imagemesh.training.commands import train_group
 
+    cli.add_command(bench_group)
     cli.add_command(train_group)
 
 
-_add_training()
+_add_command_groups()
 
 
 def main() -> None:

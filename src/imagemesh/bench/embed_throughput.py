@@ -13,12 +13,11 @@ Images: the bundled demo figures (166 real arXiv figures), repeated to ``--n`` i
 turned into canonical JPEGs once before timing (reading them from a collection's LanceDB
 table is I/O and left out of both). Target: pipeline >= 0.9x bare.
 
-    python benchmarks/embed_throughput.py [--embedding imagenet] [--n 512] [--reps 3] [--json out.json]
+    imagemesh bench embed-throughput [--embedding imagenet] [--n 512] [--reps 3] [--json out.json]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -85,23 +84,3 @@ def run(embedding: str = "imagenet", n: int = 512, batch: int = 64, reps: int = 
         "load_average_before": os.getloadavg(),
         "python": platform.python_version(),
     }
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--embedding", default="imagenet")
-    ap.add_argument("--n", type=int, default=512)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--json", type=Path, default=None)
-    a = ap.parse_args()
-    res = run(a.embedding, a.n, a.batch, a.reps, a.threads)
-    print(json.dumps({k: v for k, v in res.items() if k != "reps"}, indent=1))
-    if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(res, indent=1) + "\n")
-
-
-if __name__ == "__main__":
-    main()

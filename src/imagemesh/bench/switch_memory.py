@@ -6,14 +6,13 @@ on 4 threads, then publishes and switches to a new version (``republish`` +
 ``reload_now``, which warms it) several times, printing anonymous memory (MB) after each
 step. A process that kept old versions would grow by one version's caches per switch.
 
-    python benchmarks/switch_memory.py benchmarks/.work/load/synthetic-1000000 [--switches 4]
+    imagemesh bench switch-memory benchmarks/.work/load/synthetic-1000000 [--switches 4]
 
 The collection is modified (new versions are published; the content stays the same).
 """
 
 from __future__ import annotations
 
-import argparse
 import threading
 import time
 from pathlib import Path
@@ -33,12 +32,8 @@ def anon() -> int:
     return -1
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("collection", type=Path)
-    ap.add_argument("--switches", type=int, default=4)
-    a = ap.parse_args()
-    root = a.collection
+def main(root: Path, switches: int = 4) -> None:
+    """Run the bursts and switches on the collection at ``root`` (see the module docstring)."""
     app = ReloadingApp(root, create_app, check_interval=0)
     filters = [{"year": {"gte": 2020}}, {"keyword": "speech"}, {"archive": "cs"}]
 
@@ -63,7 +58,7 @@ def main() -> None:
     print(f"after a first burst (cold caches): {anon()} MB", flush=True)
     burst(1)
     print(f"after a second burst (steady): {anon()} MB", flush=True)
-    for sw in range(a.switches):
+    for sw in range(switches):
         republish(root)
         t = time.perf_counter()
         app.reload_now()
@@ -72,6 +67,3 @@ def main() -> None:
         release_memory()
         print(f"  after a burst on it and release_memory(): {anon()} MB", flush=True)
 
-
-if __name__ == "__main__":
-    main()

@@ -10,15 +10,14 @@ Half-way it switches the collection to a new version (a new build folder + an at
 replaced manifest) and records when the workers start answering with the new build id;
 errors must stay 0.
 
-    python benchmarks/load.py                      # both collections, 60 s each
-    python benchmarks/load.py --only demo --seconds 10
+    imagemesh bench load                      # both collections, 60 s each
+    imagemesh bench load --only demo --seconds 10
 
 Writes ``benchmarks/results/load.json`` and ``load.md``. Only loopback addresses are used.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -36,7 +35,6 @@ from urllib.parse import quote
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"  # loopback only
 
 
@@ -432,43 +430,30 @@ def to_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=60)
-    ap.add_argument("--connections", type=int, default=32)
-    ap.add_argument("--switches", type=int, default=2, help="New collection versions published during the measured window (evenly spaced).")
-    ap.add_argument("--warmup", type=float, default=0, help="Seconds of the same mix before the measured window (not recorded).")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--synthetic-n", type=int, default=1_000_000)
-    ap.add_argument("--only", choices=["demo", "synthetic"], default=None)
-    ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / ".work" / "load")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    ap.add_argument("--tag", default="load")
-    a = ap.parse_args()
-    a.work.mkdir(parents=True, exist_ok=True)
+def main(seconds: float = 60, connections: int = 32, switches: int = 2, warmup: float = 0, workers: int = 2, synthetic_n: int = 1_000_000,
+         only: str | None = None, work: Path = Path("benchmarks/.work/load"), out: Path = Path("benchmarks/results"), tag: str = "load") -> None:
+    """Run the load test (see the module docstring); writes ``out/<tag>.json`` and ``.md``."""
+    work.mkdir(parents=True, exist_ok=True)
+    settings = dict(seconds=seconds, connections=connections, switches=switches, warmup=warmup, workers=workers, synthetic_n=synthetic_n, only=only, work=work, out=out, tag=tag)
     results: dict[str, Any] = {
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": f"{os.cpu_count()} cores",
-        "loadavg_before": [round(x, 2) for x in os.getloadavg()], "settings": {k: str(v) for k, v in vars(a).items()}, "runs": [],
+        "loadavg_before": [round(x, 2) for x in os.getloadavg()], "settings": {k: str(v) for k, v in settings.items()}, "runs": [],
     }
     todo = []
-    if a.only in (None, "demo"):
+    if only in (None, "demo"):
         print("demo collection ...", flush=True)
-        todo.append(("demo", demo_collection(a.work)))
-    if a.only in (None, "synthetic"):
-        print(f"synthetic collection of {a.synthetic_n} ...", flush=True)
-        todo.append((f"synthetic-{a.synthetic_n}", synthetic_collection(a.work, a.synthetic_n)))
+        todo.append(("demo", demo_collection(work)))
+    if only in (None, "synthetic"):
+        print(f"synthetic collection of {synthetic_n} ...", flush=True)
+        todo.append((f"synthetic-{synthetic_n}", synthetic_collection(work, synthetic_n)))
     for name, root in todo:
-        print(f"load: {name}, {a.seconds:g} s x {a.connections} connections, {a.workers} workers ...", flush=True)
-        r = run_one(name, root, a.seconds, a.connections, a.workers, a.warmup, a.switches)
+        print(f"load: {name}, {seconds:g} s x {connections} connections, {workers} workers ...", flush=True)
+        r = run_one(name, root, seconds, connections, workers, warmup, switches)
         print(f"  {r['requests']} requests, {r['throughput_rps']} req/s, p50 {r['all']['p50_ms']} ms, p99 {r['all']['p99_ms']} ms, errors {r['errors']}, "
               f"RSS {r['memory']['rss_mb_first']} -> {r['memory']['rss_mb_max']} MB; builds seen {r['version_switch'].get('builds_seen_by_probe')}", flush=True)
         results["runs"].append(r)
     results["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / f"{a.tag}.json").write_text(json.dumps(results, indent=1))
-    (a.out / f"{a.tag}.md").write_text(to_markdown(results))
-    print(f"wrote {a.out / (a.tag + '.json')} and .md")
-
-
-if __name__ == "__main__":
-    main()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{tag}.json").write_text(json.dumps(results, indent=1))
+    (out / f"{tag}.md").write_text(to_markdown(results))
+    print(f"wrote {out / (tag + '.json')} and .md")
