@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from imagemesh.profiles.arxiv import ARXIV_SCHEMA, IMAGES_ARROW_SCHEMA, compose_search_text
-from imagemesh import And, Contains, Eq, FilterError, In, Keyword, MetadataSchema, Not, Or, Range, from_dict, parse_filter, to_lance_predicate
+from imagemesh import And, Contains, Eq, FilterError, In, Keyword, Not, Or, Range, from_dict, parse_filter, to_lance_predicate
 
 SCHEMA = ARXIV_SCHEMA
 HOSTILE = ["O'Brien", "'; DROP TABLE images; --", "100%", "a_b", "\\", '"quoted"', "ünïcödé Ω", "x' OR '1'='1", "NULL", "", " ", "`row_id`"]

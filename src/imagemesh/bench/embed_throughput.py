@@ -18,7 +18,6 @@ table is I/O and left out of both). Target: pipeline >= 0.9x bare.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time

@@ -131,8 +131,8 @@ def add_embedding(
         else:
             bar.update(len(data[f"vec__{emb.name}"]))
 
-    def read_and_prepare(s: int) -> Any:
-        images = [decode_jpeg(b) for b in c.images(list(range(s, min(n, s + options.chunk_size))))]
+    def read_and_prepare(s: int, reader: CollectionReader = c) -> Any:
+        images = [decode_jpeg(b) for b in reader.images(list(range(s, min(n, s + options.chunk_size))))]
         return emb.prepare(images), len(images)
 
     if options.executor == "ray" and pending:

@@ -20,11 +20,11 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["LabelledImages", "collect_labelled", "train_classifier", "evaluate_onnx", "main"]
+__all__ = ["LabelledImages", "collect_labelled", "train_classifier", "evaluate_onnx"]
 
 
 @dataclass

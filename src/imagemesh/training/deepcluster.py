@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["assign_clusters", "train_deepcluster", "main"]
+__all__ = ["assign_clusters", "train_deepcluster"]
 
 
 def _pca_whiten(feats: np.ndarray, dim: int) -> np.ndarray:

@@ -26,7 +26,6 @@ classifier) and ``logits`` float32[batch, 1000] (ImageNet-1k class scores, pre-s
 from __future__ import annotations
 
 import hashlib
-import json
 import zipfile
 from importlib import metadata
 from pathlib import Path

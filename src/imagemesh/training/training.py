@@ -36,7 +36,6 @@ __all__ = [
     "export_onnx",
     "onnx_parity",
     "write_card",
-    "IMAGE_EXTS",
 ]
 
 #: Preprocessing of the trained nets: letterbox on white to 64x64, ``(x - 0.5) / 0.25`` on [0, 1].

@@ -9,7 +9,6 @@ category and archive come only from records, mapped by the official taxonomy
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, Iterable

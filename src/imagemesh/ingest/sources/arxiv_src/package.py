@@ -23,7 +23,6 @@ Result: ``{"format": 1, "package", "sha256", "arxiv_id", "version", "paper_id",
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
