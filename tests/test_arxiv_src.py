@@ -26,7 +26,8 @@ from PIL import Image
 from imagemesh.media.images import ImageLimits, ImageLoadError
 from imagemesh.ingest.sources.arxiv_src.extract import ExtractError, ExtractLimits, extract_package
 from imagemesh.media.ghostscript import GhostscriptError, GhostscriptLimits, rasterise_postscript, split_dos_eps
-from imagemesh.ingest.sources.arxiv_src.latex import decode_tex, expand_inputs, find_main_files, parse_document, resolve_graphic, strip_comments
+from imagemesh.ingest.sources.arxiv_src.latex import parse_document
+from imagemesh.ingest.sources.arxiv_src.texfiles import decode_tex, expand_inputs, find_main_files, resolve_graphic, strip_comments
 from imagemesh.ingest.sources.arxiv_src.metadata import arxiv_id_from_name, merge_record, read_metadata
 from imagemesh.ingest.sources.arxiv_src.package import IngestLimits, ingest_package, rasterise
 

@@ -37,7 +37,8 @@ from imagemesh.media.images import ImageLimits, ImageLoadError, load_image, snif
 from imagemesh.core.fileio import atomic_write_bytes, sha256_file
 from imagemesh.ingest.sources.arxiv_src.extract import ExtractError, ExtractLimits, extract_package
 from imagemesh.media.ghostscript import GhostscriptError, GhostscriptLimits, rasterise_postscript
-from imagemesh.ingest.sources.arxiv_src.latex import GRAPHIC_EXTENSIONS, TEX_EXTENSIONS, decode_tex, expand_inputs, find_main_files, parse_document, resolve_graphic, strip_comments
+from imagemesh.ingest.sources.arxiv_src.latex import parse_document
+from imagemesh.ingest.sources.arxiv_src.texfiles import GRAPHIC_EXTENSIONS, TEX_EXTENSIONS, decode_tex, expand_inputs, find_main_files, resolve_graphic, strip_comments
 from imagemesh.ingest.sources.arxiv_src.metadata import arxiv_id_from_name
 
 __all__ = ["IngestLimits", "ingest_package", "result_path", "RESULT_FORMAT"]

@@ -1,0 +1,204 @@
+"""The files of an arXiv source package as LaTeX sees them: decoding, comments, main files,
+``\\input``/``\\include``/``\\import`` inlining, and pdflatex's lookup of ``\\includegraphics`` names.
+
+(The parsing of figures and captions is in :mod:`imagemesh.ingest.sources.arxiv_src.latex`.)
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePosixPath
+from typing import Iterable
+
+__all__ = ["GRAPHIC_EXTENSIONS", "TEX_EXTENSIONS", "MAX_TEXT_CHARS", "decode_tex", "strip_comments", "find_main_files", "expand_inputs", "resolve_graphic"]
+
+
+#: pdflatex's search order for ``\includegraphics{name}`` without extension (plus PS
+#: formats, which arXiv converts), then the raster formats Pillow reads.
+GRAPHIC_EXTENSIONS: tuple[str, ...] = (".pdf", ".png", ".jpg", ".jpeg", ".eps", ".ps", ".gif", ".tif", ".tiff", ".bmp", ".epsi", ".epsf")
+
+
+TEX_EXTENSIONS = (".tex", ".ltx", ".latex")
+
+
+MAX_TEXT_CHARS = 20_000_000
+
+
+_INPUT = re.compile(r"\\(input|include|subfile)(?![A-Za-z@])\s*(?:\{([^{}]{1,300})\}|([^\s{}\\%]{1,300}))|\\(sub)?import\s*\{([^{}]{0,300})\}\s*\{([^{}]{1,300})\}")
+
+
+_DOCCLASS = re.compile(r"\\document(class|style)\b")
+
+
+def decode_tex(data: bytes) -> tuple[str, str]:
+    """Decode LaTeX source bytes: UTF-8 if valid, else Latin-1 (old arXiv sources).
+
+    NUL characters are dropped. Returns ``(text, encoding)``.
+    """
+    data = data.replace(b"\x00", b"")
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return data.decode("latin-1"), "latin-1"
+
+
+_COMMENT = re.compile(r"(?<!\\)((?:\\\\)*)%[^\n]*")
+
+
+_COMMENT_ENV = re.compile(r"\\begin\s*\{comment\}.*?\\end\s*\{comment\}", re.S)
+
+
+_IFFALSE = re.compile(r"\\iffalse\b.*?\\fi\b", re.S)
+
+
+def strip_comments(text: str) -> str:
+    """Remove ``%`` comments (keeping ``\\%``), ``comment`` environments and ``\\iffalse`` blocks."""
+    text = _COMMENT.sub(lambda m: m.group(1), text)
+    text = _COMMENT_ENV.sub("", text)
+    return _IFFALSE.sub("", text)
+
+
+def find_main_files(sources: dict[str, str]) -> list[str]:
+    """Main LaTeX files: those with ``\\documentclass``/``\\documentstyle`` that no other file
+    inputs; else every ``.tex`` file that no other file inputs. ``sources`` maps a
+    relative path to comment-stripped text."""
+    included: set[str] = set()
+    for path, text in sources.items():
+        base = PurePosixPath(path).parent
+        for m in _INPUT.finditer(text):
+            name = (m.group(2) or m.group(3) or m.group(6) or "").strip()
+            d = (m.group(5) or "").strip()
+            for cand in _tex_candidates(name, base, d):
+                included.add(cand)
+    with_class = [p for p, t in sources.items() if _DOCCLASS.search(t) and p not in included]
+    if with_class:
+        return sorted(with_class)
+    return sorted(p for p in sources if p not in included and p.lower().endswith(TEX_EXTENSIONS))
+
+
+def _norm(path: PurePosixPath) -> str | None:
+    parts: list[str] = []
+    for p in path.parts:
+        if p in ("", "."):
+            continue
+        if p == "..":
+            if not parts:
+                return None  # outside the package
+            parts.pop()
+            continue
+        parts.append(p)
+    return "/".join(parts) if parts else None
+
+
+def _tex_candidates(name: str, base: PurePosixPath, subdir: str = "") -> list[str]:
+    name = name.strip().strip('"')
+    if not name or name.startswith("/"):
+        return []
+    out = []
+    for b in (base, PurePosixPath()):
+        p = b / subdir / name if subdir else b / name
+        for cand in (p, p.with_name(p.name + ".tex")):
+            n = _norm(cand)
+            if n and n not in out:
+                out.append(n)
+    return out
+
+
+def expand_inputs(main: str, sources: dict[str, str], max_depth: int = 20) -> tuple[str, list[str], list[str]]:
+    """Inline ``\\input``/``\\include``/``\\import`` of package files into ``main``'s text.
+
+    Returns ``(text, files used, problems)``; cycles and missing files are problems
+    (the command is left out). Paths never leave the package.
+    """
+    used: list[str] = [main]
+    problems: list[str] = []
+    lower = {k.lower(): k for k in sources}
+    budget = [MAX_TEXT_CHARS]
+
+    def expand(path: str, depth: int, stack: tuple[str, ...]) -> str:
+        text = sources[path]
+        base = PurePosixPath(main).parent
+
+        def repl(m: re.Match[str]) -> str:
+            name = (m.group(2) or m.group(3) or m.group(6) or "").strip()
+            d = (m.group(5) or "").strip()
+            if m.group(4) is not None or m.group(5) is not None:  # \subimport is relative to the current file
+                b = PurePosixPath(path).parent if m.group(4) else base
+            else:
+                b = base
+            for cand in _tex_candidates(name, b, d):
+                real = sources.get(cand) is not None and cand or lower.get(cand.lower())
+                if real:
+                    if real in stack:
+                        problems.append(f"{path}: \\input cycle through {real}")
+                        return ""
+                    if depth >= max_depth:
+                        problems.append(f"{path}: \\input nested deeper than {max_depth}")
+                        return ""
+                    if real not in used:
+                        used.append(real)
+                    sub = expand(real, depth + 1, stack + (real,))
+                    budget[0] -= len(sub)
+                    if budget[0] < 0:
+                        problems.append(f"inlined text exceeds {MAX_TEXT_CHARS} characters")
+                        return ""
+                    return "\n" + sub + "\n"
+            if name and not name.lower().endswith((".sty", ".cls", ".bbl", ".bib")):
+                problems.append(f"{path}: \\{m.group(1) or 'import'}{{{name}}}: file not in the package")
+            return ""
+
+        return _INPUT.sub(repl, text)
+
+    return expand(main, 0, (main,)), used, problems
+
+
+def resolve_graphic(name: str, base: str, graphicspath: list[str], files: Iterable[str]) -> tuple[str | None, str]:
+    """Find the package file for ``\\includegraphics{name}`` the way pdflatex does.
+
+    Looks in the main file's folder ``base`` and every ``\\graphicspath`` entry, tries
+    the name as given, then with each of :data:`GRAPHIC_EXTENSIONS` (also when the
+    name already has an extension, e.g. ``fig.eps`` shipped as ``fig.pdf``), then
+    ignoring case; as a last resort a unique file with the same base name anywhere in
+    the package. Returns ``(relative path or None, how)`` with ``how`` one of
+    ``exact``, ``extension``, ``case``, ``basename``, or the reason it was not found.
+    """
+    files = list(files)
+    fileset = set(files)
+    lower: dict[str, str] = {}
+    for f in files:
+        lower.setdefault(f.lower(), f)
+    name = name.strip().strip('"').strip()
+    if not name:
+        return None, "empty file name"
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+        return None, "absolute path"
+    dirs = [base] + [_norm(PurePosixPath(base) / g) or "" for g in graphicspath]
+    p = PurePosixPath(name)
+    stems = [name]
+    if p.suffix.lower() in GRAPHIC_EXTENSIONS:
+        stems.append(str(p.with_suffix("")))
+    for how, look in (("exact", fileset), ("case", None)):
+        for d in dirs:
+            for i, stem in enumerate(stems):
+                cands = [stem] if i == 0 else []
+                cands += [stem + e for e in GRAPHIC_EXTENSIONS]
+                for c in cands:
+                    rel = _norm(PurePosixPath(d) / c) if d else _norm(PurePosixPath(c))
+                    if rel is None:
+                        continue
+                    if how == "exact" and rel in fileset:
+                        return rel, "exact" if c == name else "extension"
+                    if how == "case" and rel.lower() in lower:
+                        return lower[rel.lower()], "case"
+    # basename anywhere (authors often flatten folders when uploading)
+    want = {PurePosixPath(s).name.lower() for s in stems}
+    hits = [f for f in files if PurePosixPath(f).name.lower() in want
+            or (PurePosixPath(f).suffix.lower() in GRAPHIC_EXTENSIONS and PurePosixPath(f).stem.lower() in want)]
+    hits = [h for h in hits if PurePosixPath(h).suffix.lower() in GRAPHIC_EXTENSIONS or PurePosixPath(h).name.lower() in want]
+    if len(hits) == 1:
+        return hits[0], "basename"
+    if len(hits) > 1:
+        order = {e: i for i, e in enumerate(GRAPHIC_EXTENSIONS)}
+        hits.sort(key=lambda h: (order.get(PurePosixPath(h).suffix.lower(), 99), h))
+        return hits[0], "basename"
+    return None, "file not in the package"

@@ -1,0 +1,242 @@
+"""The API's route handlers: module-level functions reading :class:`~imagemesh.web.state.ServingState`
+from ``request.app.state`` (the route table is in :mod:`imagemesh.web.app`)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+
+from imagemesh.query.sampling import sample_rows
+from imagemesh.store.reader import CollectionError, ImageNotFound
+from imagemesh.web.errors import ApiError
+from imagemesh.web.openapi import openapi_schema
+from imagemesh.web.state import ServingState, parse_bool, parse_int
+from imagemesh.web.upload import canonical_upload, read_form
+
+__all__ = ["info", "random_", "neighbors", "query", "facets", "suggest", "map_", "image", "thumbnail", "full_image", "openapi", "index_page", "about_page"]
+
+STATIC = Path(str(resources.files("imagemesh.web") / "static"))
+QUERY_FIELDS = ("positive", "negative", "embedding", "k", "filter", "collapse")
+QUERY_FILES = ("positive_image", "negative_image")
+
+
+def info(request: Request) -> JSONResponse:
+    """Size, embeddings, the schema (``fields``), limits, which embeddings have a map."""
+    st = ServingState.of(request)
+    c, s = st.collection, st.settings
+    d = c.info()
+    d["title"] = s.title
+    d["limits"] = {"max_k": s.max_k, "max_n": s.max_n, "max_upload_bytes": s.max_upload_bytes, "max_upload_images": s.max_upload_images, "max_query_items": s.max_query_items}
+    d["maps"] = {name: bool(c.manifest.embeddings[name].get("map")) for name in c.embeddings}
+    return JSONResponse(d)
+
+
+def random_(request: Request) -> JSONResponse:
+    """A random sample; a seed fixes one permutation of the matching images, ``offset`` pages it
+    (the sampler of the CLI and Python, :mod:`imagemesh.query.sampling`)."""
+    st = ServingState.of(request)
+    c, q = st.collection, request.query_params
+    n = int(st.int_param(request, "n", st.settings.default_n, 0, st.settings.max_n) or 0)
+    seed = st.int_param(request, "seed", None, 0, 2**63 - 1)
+    offset = int(st.int_param(request, "offset", 0, 0, 10**9) or 0)
+    collapse = parse_bool("collapse", q.get("collapse"))
+    emb = st.embedding(q.get("embedding"))
+    sel = st.selection(q.get("filter")) or c.select(None)
+    page, total = sample_rows(sel, len(c), st.fetch_k(n, collapse), seed, offset)
+    body = st.results(c.hits(page), emb, n, collapse)
+    body.update(total=total, offset=offset, seed=seed, next_offset=offset + len(page))
+    return JSONResponse(body)
+
+
+def neighbors(request: Request) -> JSONResponse:
+    """kNN of a collection image, with the plan used."""
+    st = ServingState.of(request)
+    c, q = st.collection, request.query_params
+    raw_id = q.get("id")
+    if not raw_id:
+        raise ApiError(400, "id is required")
+    row = st.resolve(raw_id)
+    k = int(st.int_param(request, "k", st.settings.default_k, 1, st.settings.max_k) or 1)
+    collapse = parse_bool("collapse", q.get("collapse"))
+    emb = st.embedding(q.get("embedding"))
+    hits, plan = c.neighbors_with_plan(row, embedding=emb, k=st.fetch_k(k, collapse), where=st.selection(q.get("filter")))
+    body = {"query": row, "embedding": emb, "metric": st.metrics[emb], "plan": plan.to_dict()}
+    body.update(st.results(hits, emb, k, collapse))
+    return JSONResponse(body)
+
+
+async def query(request: Request) -> JSONResponse:
+    """kNN of a combined query vector (multipart form).
+
+    Fields: ``positive`` / ``negative`` (repeatable; row id, image key or arXiv id),
+    files ``positive_image`` / ``negative_image`` (repeatable; PNG, JPEG, GIF, WebP,
+    BMP, TIFF), ``embedding``, ``k``, ``filter``, ``collapse``. The query vector is
+    ``mean(positives) - mean(negatives)`` in the embedding's reduced space (Rocchio
+    without weights), re-normalised for cosine embeddings; with no negatives it is
+    the mean of the positives. Negative collection images never appear in results.
+    """
+    st = ServingState.of(request)
+    c, s = st.collection, st.settings
+    form = await read_form(request, s.max_upload_bytes, s.max_query_items + 16)
+    for name in form.fields:
+        if name not in QUERY_FIELDS:
+            raise ApiError(400, f"unknown form field {name[:40]!r}")
+    for name in form.files:
+        if name not in QUERY_FILES:
+            raise ApiError(400, f"unknown file field {name[:40]!r}; use positive_image or negative_image")
+    emb = st.embedding(form.first("embedding"))
+    k = int(parse_int("k", form.first("k"), s.default_k, 1, s.max_k) or 1)
+    collapse = parse_bool("collapse", form.first("collapse"))
+    sel = st.selection(form.first("filter"))
+    pos_ids = [st.resolve(v) for v in form.values("positive") if v.strip()]
+    neg_ids = [st.resolve(v) for v in form.values("negative") if v.strip()]
+    pos_files = form.files.get("positive_image", [])
+    neg_files = form.files.get("negative_image", [])
+    if len(pos_files) + len(neg_files) > s.max_upload_images:
+        raise ApiError(400, f"at most {s.max_upload_images} images per query")
+    if len(pos_ids) + len(neg_ids) + len(pos_files) + len(neg_files) > s.max_query_items:
+        raise ApiError(400, f"at most {s.max_query_items} query items")
+    if not pos_ids and not pos_files:
+        raise ApiError(400, "give at least one positive: an uploaded image (positive_image) or a collection image (positive)")
+
+    def embed() -> tuple[np.ndarray, np.ndarray | None]:
+        vecs = c.vectors(emb)
+        parts_p = [np.asarray(vecs[pos_ids], np.float32)] if pos_ids else []
+        parts_n = [np.asarray(vecs[neg_ids], np.float32)] if neg_ids else []
+        if pos_files or neg_files:
+            dec = st.upload_decoder()
+            images = [canonical_upload(b, st.upload_limits, dec) for b in [*pos_files, *neg_files]]
+            try:
+                embedder = c.query_embedder(emb)
+            except CollectionError as e:
+                raise ApiError(409, f"cannot embed uploads: {e}") from None
+            up = embedder(images, canonical=True)
+            if pos_files:
+                parts_p.append(up[: len(pos_files)])
+            if neg_files:
+                parts_n.append(up[len(pos_files) :])
+        p = np.concatenate(parts_p).mean(0)
+        n = np.concatenate(parts_n).mean(0) if parts_n else None
+        return p, n
+
+    p, n = await run_in_threadpool(embed)
+    qv = p if n is None else p - n
+    if st.metrics[emb] == "cosine":
+        norm = float(np.linalg.norm(qv))
+        if norm < 1e-6:
+            raise ApiError(400, "positives and negatives cancel out; the query vector is zero")
+        qv = qv / norm
+    fetch = min(len(c), st.fetch_k(k, collapse) + len(set(neg_ids)))
+    dist, ids, plan = await run_in_threadpool(c.search_vectors, qv[None, :].astype(np.float32), emb, fetch, sel)
+    negs = set(neg_ids)
+    keep = [(int(i), float(d)) for i, d in zip(ids[0], dist[0]) if i >= 0 and int(i) not in negs]
+    hits = c.hits([i for i, _ in keep], [d for _, d in keep])
+    body = {
+        "query": {"positive": pos_ids, "negative": neg_ids, "positive_uploads": len(pos_files), "negative_uploads": len(neg_files)},
+        "embedding": emb,
+        "metric": st.metrics[emb],
+        "combination": "mean(positives) - mean(negatives)" if n is not None else "mean(positives)",
+        "plan": plan.to_dict(),
+    }
+    body.update(st.results(hits, emb, k, collapse))
+    return JSONResponse(body)
+
+
+def facets(request: Request) -> JSONResponse:
+    """Counts of the schema's facet fields over the filtered rows."""
+    st = ServingState.of(request)
+    return JSONResponse(st.collection.facets(st.selection(request.query_params.get("filter"))))
+
+
+def suggest(request: Request) -> JSONResponse:
+    """Most frequent values of a suggest field starting with (or containing a word starting with) ``prefix``."""
+    st = ServingState.of(request)
+    q = request.query_params
+    field = q.get("field") or ""
+    if field not in st.suggestions.fields:
+        raise ApiError(400, f"field must be one of {', '.join(st.suggestions.fields)}")
+    prefix = q.get("prefix") or ""
+    if len(prefix) > 200:
+        raise ApiError(400, "prefix longer than 200 characters")
+    limit = int(st.int_param(request, "limit", 10, 1, 100) or 10)
+    return JSONResponse({"field": field, "prefix": prefix, "values": st.suggestions.top(field, prefix, limit)})
+
+
+def map_(request: Request) -> JSONResponse:
+    """The build-time 2-D map of an embedding: ``ids``, ``x``, ``y`` in [0, 1] of the filtered rows."""
+    st = ServingState.of(request)
+    c, q = st.collection, request.query_params
+    emb = st.embedding(q.get("embedding"))
+    sel = st.selection(q.get("filter")) or c.select(None)
+    m = c.map_2d(emb)
+    if m is None:
+        raise ApiError(404, f"this collection has no 2-D map of {emb!r} (built with map_2d off)")
+    xy, method = m
+    ids = sel.rows(len(c))
+    return JSONResponse({
+        "embedding": emb,
+        "method": method,
+        "n_total": len(c),
+        "ids": ids.tolist(),
+        "x": np.round(xy[ids, 0].astype(np.float64), 5).tolist(),
+        "y": np.round(xy[ids, 1].astype(np.float64), 5).tolist(),
+    })
+
+
+def image(request: Request) -> JSONResponse:
+    """All metadata of one image, with its thumbnail and image URLs."""
+    st = ServingState.of(request)
+    row = st.resolve(str(request.path_params["id"]))
+    d = st.collection.get(row)
+    d["id"] = d.pop("row_id")
+    d["thumbnail_url"] = f"/api/images/{row}/thumbnail?v={st.version}"
+    d["image_url"] = f"/api/images/{row}/image?v={st.version}"
+    if d.get("arxiv_id"):
+        d["arxiv_url"] = f"https://arxiv.org/abs/{d['arxiv_id']}" + (f"v{d['version']}" if d.get("version") else "")
+    return JSONResponse(d)
+
+
+def _jpeg(request: Request, kind: str) -> Response:
+    st = ServingState.of(request)
+    c = st.collection
+    try:
+        row = c.resolve(int(request.path_params["id"]))
+    except (ImageNotFound, ValueError) as e:
+        raise ApiError(404, str(e)) from None
+    etag = f'"{st.version}-{kind}-{row}"'
+    headers = {"ETag": etag, "Cache-Control": "public, max-age=31536000, immutable"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    try:
+        data = c.thumbnail(row) if kind == "thumb" else c.image(row)
+    except ImageNotFound as e:
+        raise ApiError(404, str(e)) from None
+    return Response(data, media_type="image/jpeg", headers=headers)
+
+
+def thumbnail(request: Request) -> Response:
+    """The 256 px thumbnail JPEG (``ETag``, immutable caching)."""
+    return _jpeg(request, "thumb")
+
+
+def full_image(request: Request) -> Response:
+    """The canonical JPEG (longest side <= 512 px; ``ETag``, immutable caching)."""
+    return _jpeg(request, "image")
+
+
+def openapi(request: Request) -> JSONResponse:
+    st = ServingState.of(request)
+    return JSONResponse(openapi_schema(st.collection, st.settings))
+
+
+def index_page(request: Request) -> FileResponse:
+    return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+def about_page(request: Request) -> FileResponse:
+    return FileResponse(STATIC / "about.html", headers={"Cache-Control": "no-cache"})
