@@ -172,3 +172,13 @@ def test_random_is_the_same_in_python_cli_and_api(tiny: Path) -> None:
     page2 = second.json()["results"]
     assert [h.id for h in c.random(10, seed=0, offset=10)] == [h["id"] for h in page2]
     assert len(set(py) | {h["id"] for h in page2}) == 20
+
+
+def test_metadata_outside_the_schema_is_reported_not_silently_dropped(tmp_path: Path) -> None:
+    from imagemesh.ingest.sources.base import SourceItem
+
+    src = make_image_folder(tmp_path / "src", n=3)
+    items = [SourceItem(f"k{i}", p, {"title": f"t{i}", "museum": "x"}) for i, p in enumerate(sorted((src / "images").iterdir()))]
+    report = build_collection(None, tmp_path / "coll", BuildOptions(embeddings=["raw"], backend="exact", pca_dim=2, progress=False, isolate_decoders=False, map_2d=False), items=items)
+    assert any("museum" in p and "not stored" in p for p in report.metadata_problems), report.metadata_problems
+    assert open_collection(tmp_path / "coll").get(0)["title"] == "t0"

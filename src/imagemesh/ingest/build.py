@@ -223,6 +223,9 @@ def build_collection(
     db = lancedb.connect(str(out / "lance"))
     base = existing.manifest.table if existing is not None else {}
     arrow = schema.arrow_schema()
+    dropped = sorted({k for r in rows for k in r} - set(arrow.names))
+    if dropped:  # said, not silent: the schema decides what a collection stores
+        md_problems.append(f"metadata fields not in the {schema.profile or 'collection'} schema were not stored: {', '.join(map(str, dropped[:20]))}")
     images_version = write_table(db, "images", pa.Table.from_pylist([{f.name: r.get(f.name) for f in arrow} for r in rows], schema=arrow),
                                  base.get("version"), fresh=existing is None, fts=True)
     media_version = write_table(db, "media", pa.Table.from_pylist(media, schema=MEDIA_ARROW_SCHEMA), base.get("media_version"), fresh=existing is None)

@@ -15,6 +15,7 @@ Needs the ``train`` extra.
 
 from __future__ import annotations
 
+import logging
 import csv
 import json
 import time
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["LabelledImages", "collect_labelled", "train_classifier", "evaluate_onnx"]
 
@@ -104,7 +107,7 @@ def train_classifier(
     card_extra: dict[str, Any] | None = None,
     save_state: bool = False,
     threads: int | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = logger.info,
 ) -> dict[str, Any]:
     """Cross-validate, train on everything, export ``out`` (ONNX) + card; returns the card.
 

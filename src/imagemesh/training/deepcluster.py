@@ -26,12 +26,15 @@ Needs the ``train`` extra; the trained network is exported to ONNX (``features``
 
 from __future__ import annotations
 
+import logging
 import json
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["assign_clusters", "train_deepcluster"]
 
@@ -102,7 +105,7 @@ def train_deepcluster(
     cache: Path | None = None,
     save_state: bool = False,
     threads: int | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = logger.info,
 ) -> dict[str, Any]:
     """Train DeepCluster on ``paths``, export ``out`` (ONNX, ``features`` only) + card.
 

@@ -9,6 +9,7 @@ at training time exactly the kind of pixels it sees in ``imagemesh build`` / ``e
 
 from __future__ import annotations
 
+import logging
 import hashlib
 import json
 import time
@@ -25,6 +26,8 @@ from imagemesh.media.images import ImageLimits, load_image
 from imagemesh.training.nets import FeaturesAndLogits, SmallConvNet
 from imagemesh.core.fileio import sha256_file
 from imagemesh.models.preprocess import ImagePreprocess
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "TRAIN_PREPROCESS",
@@ -54,7 +57,7 @@ def _load_one(path: Path, pre: ImagePreprocess) -> np.ndarray | str:
         return f"{type(e).__name__}: {e}"
 
 
-def load_arrays(paths: Sequence[Path], pre: ImagePreprocess = TRAIN_PREPROCESS, cache: Path | None = None, workers: int = 2, log: Callable[[str], None] = print) -> tuple[np.ndarray, np.ndarray]:
+def load_arrays(paths: Sequence[Path], pre: ImagePreprocess = TRAIN_PREPROCESS, cache: Path | None = None, workers: int = 2, log: Callable[[str], None] = logger.info) -> tuple[np.ndarray, np.ndarray]:
     """Load images as ``uint8[n_ok, size, size, 3]`` (canonical image, letterboxed).
 
     Returns ``(arrays, ok)`` where ``ok`` is a bool mask over ``paths``. With ``cache`` the
@@ -218,7 +221,7 @@ def onnx_parity(net: SmallConvNet, onnx_path: Path, x: np.ndarray) -> dict[str, 
     return {name: float(np.abs(g - ref[name]).max()) for name, g in zip(names, got)}
 
 
-def export_checked(net: SmallConvNet, out: Path, x: np.ndarray, *, with_logits: bool, seed: int, save_state: bool, name: str, log: Callable[[str], None] = print) -> dict[str, float]:
+def export_checked(net: SmallConvNet, out: Path, x: np.ndarray, *, with_logits: bool, seed: int, save_state: bool, name: str, log: Callable[[str], None] = logger.info) -> dict[str, float]:
     """Export ``net`` to ONNX at ``out`` (:func:`export_onnx`), measure torch/ONNX Runtime
     parity on up to 32 of the uint8 training images ``x`` (:func:`onnx_parity`), and
     optionally save the state dict beside it (``out.with_suffix(".pt")``).
