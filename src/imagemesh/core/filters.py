@@ -52,6 +52,10 @@ MAX_TEXT_LEN = 1_000
 MAX_IN_VALUES = 1_000
 MAX_DEPTH = 16
 MAX_NODES = 256
+#: Largest magnitude of a number in a filter: the int64 range of the metadata columns.
+MAX_NUMBER = 2**63 - 1
+#: Longest filter text :func:`parse_filter` reads (the API's own cap is usually lower).
+MAX_FILTER_CHARS = 100_000
 
 
 class MetadataFilter:
@@ -242,6 +246,8 @@ def _check_scalar(value: Any, where: str) -> Scalar:
         raise FilterError(f"{where}: expected a string or number, got {type(value).__name__}")
     if isinstance(value, float) and not math.isfinite(value):
         raise FilterError(f"{where}: number must be finite")
+    if isinstance(value, (int, float)) and abs(value) > MAX_NUMBER:
+        raise FilterError(f"{where}: number out of range (|x| <= 2**63 - 1)")
     if isinstance(value, str):
         _check_text(value, where)
     return value
@@ -287,6 +293,8 @@ def _field_condition(field: str, cond: Any) -> MetadataFilter:
         for op, b in bounds.items():
             if isinstance(b, bool) or not isinstance(b, (int, float)) or (isinstance(b, float) and not math.isfinite(b)):
                 raise FilterError(f"{field}.{op}: expected a finite number")
+            if abs(b) > MAX_NUMBER:
+                raise FilterError(f"{field}.{op}: number out of range (|x| <= 2**63 - 1)")
         parts.append(Range(field, **bounds))
     return parts[0] if len(parts) == 1 else And(tuple(parts))
 
@@ -405,8 +413,14 @@ def parse_filter(text: str | None) -> MetadataFilter | None:
     """
     if text is None or not text.strip():
         return None
+    if len(text) > MAX_FILTER_CHARS:
+        raise FilterError(f"filter longer than {MAX_FILTER_CHARS} characters")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise FilterError(f"filter is not valid JSON: {e.msg} at position {e.pos}") from None
+    except RecursionError:
+        raise FilterError(f"filter is nested too deeply (at most {MAX_DEPTH} levels)") from None
+    except ValueError as e:  # e.g. an integer over Python's digit limit
+        raise FilterError(f"filter is not valid JSON: {str(e)[:120]}") from None
     return from_dict(data)
