@@ -159,7 +159,7 @@ def import_onnx_model(
         ModelImportError: with a message that names the problem and the valid choices.
     """
     import numpy as np
-    import onnxruntime as ort
+    from imagemesh.models.ort import ort
     from PIL import Image
 
     from imagemesh.core.fileio import sha256_file

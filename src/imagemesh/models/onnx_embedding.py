@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import onnxruntime as ort
+from imagemesh.models.ort import ort
 from PIL import Image
 
 from imagemesh.core.fileio import sha256_file

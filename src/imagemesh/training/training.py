@@ -209,7 +209,7 @@ def export_onnx(net: SmallConvNet, out: Path, with_logits: bool = True) -> None:
 def onnx_parity(net: SmallConvNet, onnx_path: Path, x: np.ndarray) -> dict[str, float]:
     """Max |torch - ONNX Runtime| per output on ``uint8`` images ``x`` (preprocessed by
     :data:`TRAIN_PREPROCESS` through numpy, as at inference)."""
-    import onnxruntime as ort
+    from imagemesh.models.ort import ort
 
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     inp = normalise(x).numpy()
