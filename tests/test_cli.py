@@ -52,7 +52,7 @@ def test_random_seeded(runner, real_collection: Collection) -> None:
         (["random", "{c}", "--where", '{"year": {"gte": "x"}}'], "finite number"),
     ],
 )
-def test_bad_input_exits_2_with_one_line(runner, real_collection: Collection, args, msg) -> None:
+def test_bad_arguments_exit_2_with_one_line(runner, real_collection: Collection, args, msg) -> None:
     r = runner.invoke(cli, [a.replace("{c}", str(real_collection.root)) for a in args])
     assert r.exit_code == 2
     assert msg in r.stderr and "Traceback" not in r.output
@@ -60,7 +60,7 @@ def test_bad_input_exits_2_with_one_line(runner, real_collection: Collection, ar
 
 def test_not_a_collection(runner, tmp_path: Path) -> None:
     r = runner.invoke(cli, ["random", str(tmp_path)])
-    assert r.exit_code == 2 and "not an imagemesh collection" in r.stderr
+    assert r.exit_code == 1 and "not an imagemesh collection" in r.stderr
 
 
 def test_build_then_info(runner, tmp_path: Path, small_source: Path) -> None:
@@ -68,7 +68,9 @@ def test_build_then_info(runner, tmp_path: Path, small_source: Path) -> None:
     r = runner.invoke(cli, ["build", str(small_source), "--out", str(out), "--embeddings", "raw", "--backend", "annoy", "--quiet"])
     assert r.exit_code == 0, r.output
     assert "24 indexed (24 new) of 24" in r.stdout
-    info = json.loads(runner.invoke(cli, ["info", str(out)]).stdout)
+    info = json.loads(runner.invoke(cli, ["info", str(out), "--json"]).stdout)
+    human = runner.invoke(cli, ["info", str(out)]).stdout
+    assert "24 images" in human and "embedding raw" in human
     assert info["n_images"] == 24 and info["embeddings"][0]["backend"] == "annoy"
     r = runner.invoke(cli, ["build", str(small_source), "--out", str(out), "--backend", "nope", "--quiet"])
     assert r.exit_code == 2 and "unknown index backend" in r.stderr
@@ -80,9 +82,9 @@ def test_serve_on_a_busy_port_fails_clearly(runner, real_collection: Collection)
     with socket.create_server(("127.0.0.1", 0)) as busy:
         port = busy.getsockname()[1]
         r = runner.invoke(cli, ["serve", str(real_collection.root), "--port", str(port)])
-        assert r.exit_code == 2 and "cannot listen on 127.0.0.1:" in r.output and "--port" in r.output, r.output
+        assert r.exit_code == 1 and "cannot listen on 127.0.0.1:" in r.output and "--port" in r.output, r.output
         r = runner.invoke(cli, ["demo", "--port", str(port)])  # checked before any build
-        assert r.exit_code == 2 and "cannot listen" in r.output, r.output
+        assert r.exit_code == 1 and "cannot listen" in r.output, r.output
 
 
 def test_open_expands_the_home_folder(real_collection: Collection, tmp_path: Path, monkeypatch) -> None:
@@ -91,3 +93,13 @@ def test_open_expands_the_home_folder(real_collection: Collection, tmp_path: Pat
     (tmp_path / "coll").symlink_to(real_collection.root)
     monkeypatch.setenv("HOME", str(tmp_path))
     assert len(imagemesh.open("~/coll")) == len(real_collection)
+
+
+def test_runtime_failures_exit_1_without_traceback(runner, tmp_path: Path, small_source: Path) -> None:
+    # --out under a file: the folder cannot be created (an OSError, as on a read-only disk)
+    r = runner.invoke(cli, ["build", str(small_source), "--out", str(small_source / "figures.csv" / "c"), "--embeddings", "raw", "--quiet"])
+    assert r.exit_code == 1 and "Traceback" not in r.output and r.stderr.startswith("error:"), r.output
+    r = runner.invoke(cli, ["random", str(small_source), "--seed", "-5"])
+    assert r.exit_code == 2 and "--seed" in r.output
+    r = runner.invoke(cli, ["neighbors", str(small_source), "0", "-k", "501"])
+    assert r.exit_code == 2 and "-k" in r.output

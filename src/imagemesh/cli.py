@@ -1,8 +1,10 @@
 """The ``imagemesh`` command line (click).
 
-Commands: ``build``, ``ingest arxiv``, ``neighbors``, ``random``, ``info``, ``serve``, ``demo``.
-Errors in user input (bad filter JSON, unknown image or embedding, a folder that is not
-a collection) print one clear line and exit with status 2; they never print a traceback.
+Commands: ``build``, ``ingest arxiv``, ``embed``, ``neighbors``, ``random``, ``info``, ``verify``,
+``serve``, ``demo``, ``models``, ``bench`` (:mod:`imagemesh.bench.commands`) and ``train``
+(:mod:`imagemesh.training.commands`). Failures print one ``error:`` line, never a traceback,
+and exit with status 1 (the command failed: not a collection, no images, a busy port, a file
+system error) or 2 (wrong arguments: bad filter, unknown image, embedding or backend).
 """
 
 from __future__ import annotations
@@ -22,9 +24,23 @@ from imagemesh.core.registry import RegistryError
 __all__ = ["main", "cli"]
 
 
-def _fail(msg: str) -> None:
+#: Exit statuses: 0 done; 1 the command failed (unreadable collection, no images, a busy
+#: port, a file system error); 2 the arguments are wrong (bad filter, unknown image,
+#: embedding or backend; click's own usage errors are 2 as well). Never a traceback.
+EXIT_FAILED, EXIT_USAGE = 1, 2
+
+
+def _fail(msg: str, code: int = EXIT_FAILED) -> None:
     click.echo(f"error: {msg}", err=True)
-    sys.exit(2)
+    sys.exit(code)
+
+
+def _os_error(e: OSError) -> str:
+    return f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}"
+
+
+#: The largest k of the CLI: the API's (``WebSettings.max_k``), one limit for both.
+MAX_K = 500
 
 
 def _check_port(host: str, port: int) -> None:
@@ -48,6 +64,8 @@ def _open(path: Path) -> Any:
         return open_collection(path)
     except (CollectionError, ManifestError, RegistryError) as e:
         _fail(str(e))
+    except OSError as e:
+        _fail(_os_error(e))
 
 
 def _where(text: str | None) -> Any:
@@ -56,7 +74,7 @@ def _where(text: str | None) -> Any:
     try:
         return parse_filter(text)
     except FilterError as e:
-        _fail(f"--where: {e}")
+        _fail(f"--where: {e}", EXIT_USAGE)
 
 
 def _print_hits(hits: list[Any], as_json: bool) -> None:
@@ -106,7 +124,7 @@ def build(source: Path, out: Path, embeddings: str | None, backend: str, index_p
         if params is not None and not isinstance(params, dict):
             raise ValueError("--index-params must be a JSON object")
     except ValueError as e:
-        _fail(str(e))
+        _fail(str(e), EXIT_USAGE)
     opts = BuildOptions(
         embeddings=[e.strip() for e in embeddings.split(",") if e.strip()] if embeddings else None,
         backend=backend,
@@ -120,8 +138,12 @@ def build(source: Path, out: Path, embeddings: str | None, backend: str, index_p
     _quiet(quiet)
     try:
         report = build_collection(source, out, opts)
-    except (ValueError, RegistryError) as e:
+    except RegistryError as e:
+        _fail(str(e), EXIT_USAGE)
+    except ValueError as e:
         _fail(str(e))
+    except OSError as e:
+        _fail(_os_error(e))
     click.echo(report.summary())
 
 
@@ -129,7 +151,7 @@ def build(source: Path, out: Path, embeddings: str | None, backend: str, index_p
 @click.argument("collection", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("image_id")
 @click.option("--embedding", "-e", default=None, help="Embedding name (default: the first).")
-@click.option("-k", default=20, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("-k", default=20, show_default=True, type=click.IntRange(1, MAX_K), help="Neighbours (at most 500, as in the API).")
 @click.option("--where", default=None, help='Filter JSON, e.g. \'{"year": {"gte": 2023}}\'.')
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of results.")
 def neighbors(collection: Path, image_id: str, embedding: str | None, k: int, where: str | None, as_json: bool) -> None:
@@ -141,7 +163,7 @@ def neighbors(collection: Path, image_id: str, embedding: str | None, k: int, wh
     try:
         hits = c.neighbors(image_id, embedding=embedding, k=k, where=f)
     except (ImageNotFound, KeyError, FilterError, ValueError) as e:
-        _fail(str(e).strip('"'))
+        _fail(str(e).strip('"'), EXIT_USAGE)
     _print_hits(hits, as_json)
 
 
@@ -149,7 +171,7 @@ def neighbors(collection: Path, image_id: str, embedding: str | None, k: int, wh
 @click.argument("collection", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("-n", default=20, show_default=True, type=click.IntRange(0, 100_000))
 @click.option("--where", default=None, help="Filter JSON.")
-@click.option("--seed", default=None, type=int, help="Seed for a reproducible sample.")
+@click.option("--seed", default=None, type=click.IntRange(0, 2**63 - 1), help="Seed for a reproducible sample (the same rows as /api/random?seed=).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of results.")
 def random(collection: Path, n: int, where: str | None, seed: int | None, as_json: bool) -> None:
     """A random sample of images (distinct, matching --where)."""
@@ -158,18 +180,28 @@ def random(collection: Path, n: int, where: str | None, seed: int | None, as_jso
     try:
         hits = c.random(n, where=f, seed=seed)
     except (FilterError, ValueError) as e:
-        _fail(str(e))
+        _fail(str(e), EXIT_USAGE)
     _print_hits(hits, as_json)
 
 
 @cli.command()
 @click.argument("collection", type=click.Path(exists=True, file_okay=False, path_type=Path))
-def info(collection: Path) -> None:
-    """Print the collection's size, embeddings and facets as JSON."""
+@click.option("--json", "as_json", is_flag=True, help="Print everything as JSON (size, build, embeddings, schema, facets).")
+def info(collection: Path, as_json: bool) -> None:
+    """The collection's size, embeddings, fields and top facet values."""
     c = _open(collection)
     d = c.info()
     d["facets"] = c.facets(top=20)
-    click.echo(json.dumps(d, indent=1, ensure_ascii=False))
+    if as_json:
+        click.echo(json.dumps(d, indent=1, ensure_ascii=False))
+        return
+    click.echo(f"{c.root}: {d['n_images']} images, build {d['build_id']} ({d['created']}), {d['fields'].get('profile') or 'collection'} schema")
+    for e in d["embeddings"]:
+        ev = e["explained_variance"]
+        click.echo(f"  embedding {e['name']:<12} {e['metric']:<6} {e['input_dim']}-d -> {e['dim']}-d" + (f" (PCA {ev:.2f})" if ev is not None else "") + f", index {e['backend']}")
+    click.echo("  fields: " + ", ".join(f"{k} ({v})" for k, v in d["fields"]["fields"].items()))
+    for field, values in d["facets"].items():
+        click.echo(f"  {field}: " + ", ".join(f"{v['label']} ({v['count']})" for v in values[:8]) + (" ..." if len(values) > 8 else ""))
 
 
 @cli.command()
@@ -180,7 +212,8 @@ def info(collection: Path) -> None:
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Server processes (they share the memory-mapped vectors and indices).")
 @click.option("--reload-interval", default=1.0, show_default=True, type=click.FloatRange(0, 3600), help="Seconds between checks of manifest.json for a new collection version (served without downtime).")
 @click.option("--request-timeout", default=30.0, show_default=True, type=click.FloatRange(0.1, 3600), help="Longest time for one request (then 503).")
-def serve(collection: Path, host: str, port: int, frontend: str, workers: int, reload_interval: float, request_timeout: float) -> None:
+@click.option("--quiet", is_flag=True, help="No start-up banner; warnings only.")
+def serve(collection: Path, host: str, port: int, frontend: str, workers: int, reload_interval: float, request_timeout: float, quiet: bool) -> None:
     """Serve the web explorer for COLLECTION.
 
     Binds 127.0.0.1 unless --host says otherwise; read-only; keeps no request log. A new
@@ -194,8 +227,10 @@ def serve(collection: Path, host: str, port: int, frontend: str, workers: int, r
     try:
         default_registries().frontends.get(frontend)
     except RegistryError as e:
-        _fail(str(e))
-    click.echo(f"imagemesh: serving {c.root} at http://{host}:{port}/ with {workers} worker(s)  (Ctrl-C to stop)")
+        _fail(str(e), EXIT_USAGE)
+    _quiet(quiet)
+    if not quiet:
+        click.echo(f"imagemesh: serving {c.root} at http://{host}:{port}/ with {workers} worker(s)  (Ctrl-C to stop)")
     run(collection, host=host, port=port, frontend=frontend, workers=workers, check_interval=reload_interval,
         timeout_s=request_timeout, collection=c if workers == 1 else None)
 
@@ -212,7 +247,8 @@ def _cache_dir() -> Path:
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--rebuild", is_flag=True, help="Rebuild the demo collection even if it exists.")
 @click.option("--no-serve", is_flag=True, help="Only build the demo collection and print its path.")
-def demo(host: str, port: int, rebuild: bool, no_serve: bool) -> None:
+@click.option("--quiet", is_flag=True, help="No progress or banner; warnings only.")
+def demo(host: str, port: int, rebuild: bool, no_serve: bool, quiet: bool) -> None:
     """Build the bundled demo corpus (166 arXiv figures) once, then serve it.
 
     The collection lives in $IMAGEMESH_CACHE/demo (default ~/.cache/imagemesh/demo) and is
@@ -235,17 +271,24 @@ def demo(host: str, port: int, rebuild: bool, no_serve: bool) -> None:
             c = open_collection(out)
         except (CollectionError, ManifestError):
             c = None
+    _quiet(quiet)
     if c is None:
-        click.echo(f"building the demo collection in {out} (first run only) ...", err=True)
-        report = build_collection(src, out, BuildOptions(backend="faiss"))
-        click.echo(report.summary(), err=True)
+        if not quiet:
+            click.echo(f"building the demo collection in {out} (first run only) ...", err=True)
+        try:
+            report = build_collection(src, out, BuildOptions(backend="faiss", progress=not quiet))
+        except OSError as e:
+            _fail(_os_error(e))
+        if not quiet:
+            click.echo(report.summary(), err=True)
         c = open_collection(out)
     if no_serve:
         click.echo(str(out))
         return
     from imagemesh.web.serve import run
 
-    click.echo(f"imagemesh demo: open http://{host}:{port}/  ({len(c)} arXiv figures; Ctrl-C to stop)")
+    if not quiet:
+        click.echo(f"imagemesh demo: open http://{host}:{port}/  ({len(c)} arXiv figures; Ctrl-C to stop)")
     # the same serving path as `imagemesh serve` (request caps, no access log, hot version switch)
     run(out, host=host, port=port, collection=c)
 
@@ -282,8 +325,12 @@ def ingest_arxiv_cmd(sources: tuple[Path, ...], out: Path, metadata: tuple[Path,
     _quiet(quiet)
     try:
         report = ingest_arxiv(list(sources), out, metadata_files=list(metadata), workers=workers, build_options=opts, progress=not quiet)
-    except (ValueError, RegistryError) as e:
+    except RegistryError as e:
+        _fail(str(e), EXIT_USAGE)
+    except ValueError as e:
         _fail(str(e))
+    except OSError as e:
+        _fail(_os_error(e))
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=1, ensure_ascii=False))
         return
@@ -327,7 +374,7 @@ def _floats(text: str, what: str) -> list[float]:
     try:
         return [float(v) for v in text.replace(" ", "").split(",") if v]
     except ValueError:
-        _fail(f"{what}: expected comma-separated numbers, got {text!r}")
+        _fail(f"{what}: expected comma-separated numbers, got {text!r}", EXIT_USAGE)
         raise  # unreachable
 
 
@@ -354,8 +401,12 @@ def embed_cmd(collection: Path, embedding: str, executor: str, ray_address: str 
     _quiet(quiet)
     try:
         entry = add_embedding(collection, embedding, opts)
-    except (CollectionError, ManifestError, RegistryError, ValueError, RuntimeError) as e:
+    except RegistryError as e:
+        _fail(str(e), EXIT_USAGE)
+    except (CollectionError, ManifestError, ValueError, RuntimeError) as e:
         _fail(str(e))
+    except OSError as e:
+        _fail(_os_error(e))
     click.echo(f"embedding {embedding}: {entry['config']['dim']}-d -> PCA {entry['dim']}-d, index {entry['index']['backend']}; collection {collection}")
 
 
@@ -418,7 +469,7 @@ def models_import_cmd(file: Path, name: str, input_size: int, mean: str, std: st
                                  input_name=input_name, logits=logits, labels=labels, resize=resize, metric=metric,
                                  description=description, taken=taken, replace=replace)
     except ModelImportError as e:
-        _fail(str(e))
+        _fail(str(e), EXIT_USAGE)
     d = json.loads(card.read_text())
     click.echo(f"imported {name}: {d['feature_dim']}-d from {d['feature_output']!r}, sha256 {d['sha256'][:12]}…; card {card}")
 
