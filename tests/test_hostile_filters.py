@@ -49,3 +49,16 @@ def test_cli_prints_one_line_no_traceback(tiny: Path, name: str) -> None:
     r = CliRunner().invoke(cli, ["random", str(tiny), "--where", HOSTILE[name]])
     assert r.exit_code == 2, r.output
     assert "Traceback" not in r.output and r.output.startswith("error: --where:"), r.output[:300]
+
+
+def test_header_block_over_64_kib_gets_431(tiny: Path) -> None:
+    from imagemesh.web.serve import RequestCaps
+
+    app = RequestCaps(create_app(open_collection(tiny), WebSettings(isolate_uploads=False)))
+
+    async def go() -> list[httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:
+            return [await c.get("/api/info", headers={f"x-h{i}": "v" * 1000 for i in range(n)}) for n in (60, 70)]
+
+    small, big = asyncio.run(go())
+    assert small.status_code == 200 and big.status_code == 431

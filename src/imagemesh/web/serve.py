@@ -175,12 +175,15 @@ class RequestCaps:
         app: the wrapped app.
         max_body_bytes: largest request body; larger ones get 413 before the app reads them.
         timeout_s: longest time for one request; then 503 (if nothing was sent yet).
+        max_header_bytes: largest header block (names + values); larger ones get 431
+            (whichever HTTP parser uvicorn uses: httptools ignores ``h11_max_incomplete_event_size``).
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int = 17 * 1024 * 1024, timeout_s: float = 30.0) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int = 17 * 1024 * 1024, timeout_s: float = 30.0, max_header_bytes: int = 64 * 1024) -> None:
         self.app = app
         self.max_body_bytes = int(max_body_bytes)
         self.timeout_s = float(timeout_s)
+        self.max_header_bytes = int(max_header_bytes)
 
     async def _reply(self, send: Send, status: int, message: str) -> None:
         body = ('{"error": "%s"}' % message).encode()
@@ -190,6 +193,9 @@ class RequestCaps:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if sum(len(k) + len(v) + 4 for k, v in scope.get("headers", [])) > self.max_header_bytes:
+            await self._reply(send, 431, f"request header block larger than {self.max_header_bytes} bytes")
             return
         for k, v in scope.get("headers", []):
             if k == b"content-length":
