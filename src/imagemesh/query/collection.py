@@ -37,7 +37,7 @@ class Collection(CollectionReader):
         exact_threshold: filters keeping at most this many rows are answered by an exact
             scan of those rows (see :mod:`imagemesh.query.planner`).
         filter_cache_size: filter masks (and facet results) kept, LRU.
-        verify_index_checksums: check index files' sha256 before loading them.
+        verify_checksums: check files' sha256 against the manifest before use.
         planner_cache_bytes: memory budget of each embedding's planner cache, bytes.
 
     Raises:
@@ -50,10 +50,10 @@ class Collection(CollectionReader):
         registries: Registries | None = None,
         exact_threshold: int = PlannerConfig.exact_max_rows,
         filter_cache_size: int = 64,
-        verify_index_checksums: bool = True,
+        verify_checksums: bool = True,
         planner_cache_bytes: int = 512 * 1024 * 1024,
     ) -> None:
-        super().__init__(root, registries, verify_index_checksums)
+        super().__init__(root, registries, verify_checksums)
         self.planner_config = PlannerConfig(exact_max_rows=int(exact_threshold), cache_bytes=int(planner_cache_bytes))
         self.filters = FilterEvaluator(self, filter_cache_size)
         self.facet_counter = FacetCounter(self, filter_cache_size)

@@ -98,6 +98,8 @@ def search_vectors(c: Searchable, queries: np.ndarray, embedding: str | None, k:
     st = c.state(embedding)
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
+    if not np.isfinite(np.asarray(queries, dtype=np.float32)).all():
+        raise ValueError("query vectors must be finite (no NaN or infinity)")
     d2, ids, plan = c.planner(st.name).search(queries, int(k), selection.mask, key=selection.key, **params)
     return _distance(d2, st.config.metric).astype(np.float32), ids, plan
 

@@ -61,9 +61,9 @@ class CollectionReader:
     Args:
         root: the collection folder (holds ``manifest.json``; ``~`` is expanded).
         registries: where index backends are looked up (default: built-ins + plugins).
-        verify_index_checksums: check each index file's sha256 against the manifest
-            before a native loader maps it (once per file and process; see
-            :mod:`imagemesh.store.integrity`).
+        verify_checksums: check the sha256 of every file before it is used (vectors and
+            index on open; PCA and map on first use), once per file and process (see
+            :mod:`imagemesh.store.integrity`); off only for trusted, very large collections.
 
     Raises:
         CollectionError: missing files, a file whose size or shape differs from the
@@ -71,7 +71,7 @@ class CollectionReader:
         ManifestError: no manifest, another format version, or a malformed one.
     """
 
-    def __init__(self, root: Path, registries: Registries | None = None, verify_index_checksums: bool = True) -> None:
+    def __init__(self, root: Path, registries: Registries | None = None, verify_checksums: bool = True) -> None:
         self.root = Path(root).expanduser()
         self.registries = registries or default_registries()
         self.manifest = Manifest.read(self.root)
@@ -80,7 +80,7 @@ class CollectionReader:
             self.schema = MetadataSchema.from_dict(self.manifest.schema)
         except ValueError as e:
             raise CollectionError(f"manifest schema: {e}") from None
-        self.verify_index_checksums = bool(verify_index_checksums)
+        self.verify_checksums = bool(verify_checksums)
         self._open_tables()
         self._embeddings = {name: self._open_embedding(name, entry) for name, entry in self.manifest.embeddings.items()}
         self._key_to_row: dict[str, int] | None = None
@@ -89,10 +89,13 @@ class CollectionReader:
     # ------------------------------------------------------------------ opening
 
     def check_file(self, entry: dict[str, Any], what: str) -> Path:
-        """The path of a manifest file entry, checked to exist with the recorded size.
+        """The path of a manifest file entry, checked to exist with the recorded size and,
+        when ``verify_checksums`` is on, the recorded sha256 (hashed once per file and process:
+        :func:`~imagemesh.store.integrity.check_file`), so a damaged or replaced file is
+        refused before anything reads it.
 
         Raises:
-            CollectionError: missing or of another size.
+            CollectionError: missing, of another size, or another sha256.
         """
         path = self.data_dir / entry["file"]
         if not path.is_file():
@@ -100,6 +103,11 @@ class CollectionReader:
         size = path.stat().st_size
         if "bytes" in entry and size != int(entry["bytes"]):
             raise CollectionError(f"{what}: {path.name} is {size} bytes, manifest says {entry['bytes']} (truncated or replaced)")
+        if self.verify_checksums:
+            try:
+                check_file(path, entry.get("sha256"), entry.get("bytes"))
+            except IntegrityError as e:
+                raise CollectionError(f"{what}: {e}") from None
         return path
 
     def _open_tables(self) -> None:
@@ -129,8 +137,10 @@ class CollectionReader:
         try:
             config = EmbeddingConfig.from_dict(entry["config"])
             dim = int(entry["dim"])
-            vpath = self.check_file(entry["vectors"], what)
-            ipath = self.check_file(entry["index"], what)
+            vpath = self.check_file(entry["vectors"], f"{what} vectors")
+            # Native loaders (Annoy, FAISS) follow offsets inside a memory-mapped file: a
+            # same-size corrupted file could crash a later query, so its sha256 is checked first.
+            ipath = self.check_file(entry["index"], f"{what} index")
         except (KeyError, TypeError, ValueError) as e:
             if isinstance(e, CollectionError):
                 raise
@@ -144,13 +154,6 @@ class CollectionReader:
         cls = self.registries.backends.get(entry["index"]["backend"])
         params = dict(entry["index"].get("params", {}))
         params["file_bytes"] = entry["index"].get("bytes")
-        if self.verify_index_checksums:
-            # Native loaders (Annoy, FAISS) follow offsets inside a memory-mapped file: a
-            # same-size corrupted file could crash a later query, so check its sha256 first.
-            try:
-                check_file(ipath, entry["index"].get("sha256"), entry["index"].get("bytes"))
-            except IntegrityError as e:
-                raise CollectionError(f"{what}: index {e}") from None
         try:
             index = cls.load(ipath, dim, params)
         except IndexError_ as e:

@@ -35,7 +35,8 @@ from starlette.staticfiles import StaticFiles
 
 from imagemesh.query.collection import Collection
 from imagemesh.web import handlers as h
-from imagemesh.web.errors import ApiError, SecurityHeaders, api_error, http_error, server_error
+from imagemesh.store.reader import CollectionError
+from imagemesh.web.errors import ApiError, SecurityHeaders, api_error, damaged_collection, http_error, server_error
 from imagemesh.web.settings import WebSettings
 from imagemesh.web.state import ServingState
 from imagemesh.web.upload import UploadError
@@ -83,7 +84,7 @@ def create_app(collection: Collection, settings: WebSettings | None = None) -> S
         routes=routes,
         lifespan=lifespan,
         middleware=[Middleware(SecurityHeaders)],
-        exception_handlers={ApiError: api_error, UploadError: api_error, HTTPException: http_error, Exception: server_error},
+        exception_handlers={ApiError: api_error, UploadError: api_error, HTTPException: http_error, CollectionError: damaged_collection, Exception: server_error},
     )
     app.state.imagemesh = state
     app.state.collection = collection

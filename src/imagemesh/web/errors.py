@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["ApiError", "SecurityHeaders", "CSP", "api_error", "http_error", "server_error"]
+__all__ = ["ApiError", "SecurityHeaders", "CSP", "api_error", "http_error", "damaged_collection", "server_error"]
 
 log = logging.getLogger("imagemesh.web")
 
@@ -66,6 +66,13 @@ async def http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 304:
         return Response(status_code=304)
     return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=dict(exc.headers or {}))
+
+
+async def damaged_collection(request: Request, exc: Exception) -> JSONResponse:
+    """A part of the collection that does not match its manifest (a file's sha256, a table
+    fragment): 503 naming it, so the rest keeps answering and the operator knows what to run."""
+    log.error("damaged collection: %s", type(exc).__name__)
+    return JSONResponse({"error": f"the collection is damaged: {str(exc)[:300]}; run `imagemesh verify`"}, status_code=503)
 
 
 async def server_error(request: Request, exc: Exception) -> JSONResponse:
