@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import lancedb
 import numpy as np
@@ -25,6 +25,8 @@ from imagemesh.core.text_search import FTS_COLUMN
 from imagemesh.plugins import default_registries
 from imagemesh.store.integrity import IntegrityError, check_file
 from imagemesh.store.manifest import Manifest, ManifestError
+
+T = TypeVar("T")
 
 __all__ = ["CollectionReader", "CollectionError", "ImageNotFound", "EmbeddingState", "DEFAULT_EMBEDDING_PREFERENCE"]
 
@@ -240,7 +242,7 @@ class CollectionReader:
 
     def _load_keys(self) -> None:
         cols = ["row_id", "image_key"] + [c for c in ("arxiv_id", "version") if c in self.table.schema.names]
-        t = self.table.search().select(cols).limit(None).to_arrow()
+        t = self._read("metadata", lambda: self.table.search().select(cols).limit(None).to_arrow())
         keys: dict[str, int] = {}
         papers: dict[str, list[int]] = {}
         for r in t.to_pylist():
@@ -254,6 +256,14 @@ class CollectionReader:
 
     # ------------------------------------------------------------------ metadata
 
+    def _read(self, table: str, read: Callable[[], T]) -> T:
+        """Run a LanceDB read; a damaged or missing data file (LanceDB raises RuntimeError,
+        OSError or ValueError) becomes a :class:`CollectionError` naming the table."""
+        try:
+            return read()
+        except (RuntimeError, OSError, ValueError) as e:
+            raise CollectionError(f"the {table} table cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); a data file is damaged or missing") from None
+
     def take(self, rows: Sequence[int], columns: Sequence[str]) -> list[dict[str, Any]]:
         """Metadata of ``rows`` (in that order) restricted to ``columns`` (``row_id`` always);
         ``predictions`` parsed from JSON."""
@@ -262,7 +272,7 @@ class CollectionReader:
         rows = [int(r) for r in rows]
         names = set(self.table.schema.names)
         cols = ["row_id", *[c for c in columns if c != "row_id" and c in names]]
-        t = self.table.take_offsets(sorted(set(rows))).select(cols).to_arrow()
+        t = self._read("metadata", lambda: self.table.take_offsets(sorted(set(rows))).select(cols).to_arrow())
         by_id = {r["row_id"]: r for r in t.to_pylist()}
         out = []
         for r in rows:
@@ -283,12 +293,12 @@ class CollectionReader:
 
     def image_keys(self) -> list[str]:
         """Image keys in row-id order."""
-        t = self.table.search().select(["row_id", "image_key"]).limit(None).to_arrow().sort_by("row_id")
+        t = self._read("metadata", lambda: self.table.search().select(["row_id", "image_key"]).limit(None).to_arrow()).sort_by("row_id")
         return t["image_key"].to_pylist()
 
     def columns(self, names: Sequence[str]) -> Any:
         """``row_id`` and the given columns of every row, as a ``pyarrow.Table`` (unordered)."""
-        return self.table.search().select(["row_id", *[n for n in names if n != "row_id"]]).limit(None).to_arrow()
+        return self._read("metadata", lambda: self.table.search().select(["row_id", *[n for n in names if n != "row_id"]]).limit(None).to_arrow())
 
     # ------------------------------------------------------------------ media
 
@@ -296,7 +306,7 @@ class CollectionReader:
         rows = [self.resolve(int(r)) for r in rows]
         if not rows:
             return []
-        t = self.media.take_offsets(sorted(set(rows))).select(["row_id", column]).to_arrow()
+        t = self._read("media", lambda: self.media.take_offsets(sorted(set(rows))).select(["row_id", column]).to_arrow())
         by_id = dict(zip(t["row_id"].to_pylist(), t[column].to_pylist()))
         missing = [r for r in rows if by_id.get(r) is None]
         if missing:
