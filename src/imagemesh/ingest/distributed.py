@@ -104,7 +104,7 @@ def ray_embed_rows(
             fn_constructor_kwargs={"collection": str(Path(collection).resolve()), "embedding": embedding, "models_folder": str(models_folder) if models_folder else None},
             batch_size=batch_size,
             batch_format="numpy",
-            concurrency=num_actors,
+            compute=ray.data.ActorPoolStrategy(size=num_actors),  # (``concurrency=`` is deprecated)
             num_cpus=1,
         )
         for b in out.iter_batches(batch_size=None, batch_format="numpy"):
