@@ -25,6 +25,7 @@ script.
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import AsyncIterator
 
 from starlette.applications import Starlette
@@ -75,6 +76,8 @@ def create_app(collection: Collection, settings: WebSettings | None = None) -> S
         import anyio.to_thread
 
         anyio.to_thread.current_default_thread_limiter().total_tokens = max(1, int(state.settings.worker_threads))
+        if state.settings.warm_uploads:  # decoder workers and networks load while queries are served
+            threading.Thread(target=state.warm_uploads, daemon=True, name="imagemesh-warm-uploads").start()
         yield
         state.close()
 

@@ -21,11 +21,13 @@ CSP = (
 
 
 class ApiError(Exception):
-    """A client error: HTTP ``status`` (4xx) and a message for ``{"error": message}``."""
+    """A client error: HTTP ``status`` (4xx, or 503 when busy) and a message for
+    ``{"error": message}``; ``headers`` go with the response (e.g. ``Retry-After``)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         self.status = status
         self.message = message
+        self.headers = dict(headers or {})
 
 
 class SecurityHeaders:
@@ -57,7 +59,7 @@ class SecurityHeaders:
 async def api_error(request: Request, exc: Exception) -> JSONResponse:
     """:class:`ApiError` and upload errors -> their status with ``{"error": message}``."""
     status, message = getattr(exc, "status", 400), getattr(exc, "message", str(exc))
-    return JSONResponse({"error": message}, status_code=status)
+    return JSONResponse({"error": message}, status_code=status, headers=getattr(exc, "headers", None) or None)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

@@ -33,6 +33,7 @@ def info(request: Request) -> JSONResponse:
     d["title"] = s.title
     d["limits"] = {"max_k": s.max_k, "max_n": s.max_n, "max_upload_bytes": s.max_upload_bytes, "max_upload_images": s.max_upload_images, "max_query_items": s.max_query_items}
     d["maps"] = {name: bool(c.manifest.embeddings[name].get("map")) for name in c.embeddings}
+    d["uploads_ready"] = st.uploads_ready
     return JSONResponse(d)
 
 
@@ -104,13 +105,12 @@ async def query(request: Request) -> JSONResponse:
     if not pos_ids and not pos_files:
         raise ApiError(400, "give at least one positive: an uploaded image (positive_image) or a collection image (positive)")
 
-    def embed() -> tuple[np.ndarray, np.ndarray | None]:
+    def embed(dec: object = None) -> tuple[np.ndarray, np.ndarray | None]:
         vecs = c.vectors(emb)
         parts_p = [np.asarray(vecs[pos_ids], np.float32)] if pos_ids else []
         parts_n = [np.asarray(vecs[neg_ids], np.float32)] if neg_ids else []
         if pos_files or neg_files:
-            dec = st.upload_decoder()
-            images = [canonical_upload(b, st.upload_limits, dec) for b in [*pos_files, *neg_files]]
+            images = [canonical_upload(b, st.upload_limits, dec) for b in [*pos_files, *neg_files]]  # type: ignore[arg-type]
             try:
                 embedder = c.query_embedder(emb)
             except CollectionError as e:
@@ -124,7 +124,8 @@ async def query(request: Request) -> JSONResponse:
         n = np.concatenate(parts_n).mean(0) if parts_n else None
         return p, n
 
-    p, n = await run_in_threadpool(embed)
+    # uploads: their own threads behind an admission gate (503 when full); ids only: cheap
+    p, n = await (st.run_upload(embed) if pos_files or neg_files else run_in_threadpool(embed))
     qv = p if n is None else p - n
     if st.metrics[emb] == "cosine":
         norm = float(np.linalg.norm(qv))

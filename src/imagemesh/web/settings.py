@@ -25,6 +25,14 @@ class WebSettings:
             :class:`~imagemesh.media.isolate.IsolatedDecoder` worker process (one per server
             process, started on the first upload) so a decoder crash or hang cannot take
             the server down; ``False`` decodes in the request thread.
+        upload_workers: uploads decoded and embedded at once per server process, each with
+            its own decoder worker process, on threads of their own: queries never wait
+            behind uploads for a request thread.
+        upload_queue: uploads that may wait for a worker; one more gets 503 with
+            ``Retry-After`` at once (admission control) instead of piling up.
+        warm_uploads: at start, in the background, start the decoder workers and load the
+            embedding networks, so the first upload does not pay for them (``/api/info``
+            says ``uploads_ready``).
         upload_decode_timeout_s: wall-clock limit of one isolated upload decode, seconds.
         upload_decode_memory_bytes: address space the decoder worker may add, bytes.
         worker_threads: threads that run requests in one server process (anyio's thread
@@ -44,6 +52,9 @@ class WebSettings:
     max_upload_images: int = 8
     max_query_items: int = 32
     isolate_uploads: bool = True
+    upload_workers: int = 1
+    upload_queue: int = 4
+    warm_uploads: bool = True
     upload_decode_timeout_s: float = 20.0
     upload_decode_memory_bytes: int = 1024 * 1024 * 1024
     worker_threads: int = 4

@@ -8,9 +8,13 @@ shaping shared by the search routes.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import queue
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from starlette.requests import Request
 
@@ -27,6 +31,9 @@ from imagemesh.web.errors import ApiError
 from imagemesh.web.settings import WebSettings
 
 __all__ = ["ServingState", "parse_int", "parse_bool"]
+
+log = logging.getLogger("imagemesh.web")
+T = TypeVar("T")
 
 
 def parse_int(name: str, raw: str | None, default: int | None, lo: int, hi: int) -> int | None:
@@ -70,7 +77,12 @@ class ServingState:
         collection: the open collection (read-only).
         settings: limits and defaults.
         suggestions: value counts for ``/api/suggest``.
-        decoders: the upload decoder worker (at most one, started by the first upload).
+        decoders: the upload decoder workers (at most ``settings.upload_workers``, started
+            on first need or by :meth:`warm_uploads`).
+
+    Uploads run on their own thread pool (``settings.upload_workers`` threads) behind an
+    admission gate of ``upload_workers + upload_queue`` slots: one more upload is a 503
+    with ``Retry-After`` at once, and query requests never wait behind uploads.
     """
 
     collection: Collection
@@ -80,13 +92,18 @@ class ServingState:
     upload_limits: ImageLimits = field(init=False)
     decoders: list[IsolatedDecoder] = field(default_factory=list)
     dup_thresholds: dict[str, float] = field(default_factory=dict)
+    uploads_ready: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _free_decoders: "queue.Queue[IsolatedDecoder]" = field(default_factory=queue.Queue)
+    _upload_pool: ThreadPoolExecutor | None = None
+    _upload_slots: threading.BoundedSemaphore = field(init=False)
 
     def __post_init__(self) -> None:
         c, s = self.collection, self.settings
         self.suggestions = Suggestions(c.table, c.schema)
         self.metrics = {e["name"]: e["metric"] for e in c.embedding_info()}
         self.upload_limits = ImageLimits(max_file_bytes=s.max_upload_bytes, max_pixels=s.max_upload_pixels)
+        self._upload_slots = threading.BoundedSemaphore(max(1, s.upload_workers) + max(0, s.upload_queue))
 
     @property
     def version(self) -> str:
@@ -96,17 +113,75 @@ class ServingState:
     def of(request: Request) -> "ServingState":
         return request.app.state.imagemesh  # type: ignore[no-any-return]
 
-    def upload_decoder(self) -> IsolatedDecoder | None:
-        """The isolated upload decoder (``None`` when uploads decode in process)."""
-        if not self.settings.isolate_uploads:
-            return None
+    def _new_decoder(self) -> IsolatedDecoder:
+        s = self.settings
+        d = IsolatedDecoder(self.upload_limits, IsolationLimits(timeout_s=s.upload_decode_timeout_s, memory_bytes=s.upload_decode_memory_bytes))
         with self._lock:
-            if not self.decoders:
-                s = self.settings
-                self.decoders.append(IsolatedDecoder(self.upload_limits, IsolationLimits(timeout_s=s.upload_decode_timeout_s, memory_bytes=s.upload_decode_memory_bytes)))
-            return self.decoders[0]
+            self.decoders.append(d)
+        return d
+
+    def _take_decoder(self) -> IsolatedDecoder:
+        try:
+            return self._free_decoders.get_nowait()
+        except queue.Empty:
+            return self._new_decoder()
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._upload_pool is None:
+                self._upload_pool = ThreadPoolExecutor(max_workers=max(1, self.settings.upload_workers), thread_name_prefix="imagemesh-upload")
+            return self._upload_pool
+
+    async def run_upload(self, work: Callable[[IsolatedDecoder | None], T]) -> T:
+        """Run ``work(decoder)`` (decode + embed uploads) on the upload pool, with a decoder
+        worker of its own (``None`` when uploads decode in process).
+
+        Raises:
+            ApiError: 503 with ``Retry-After`` when every upload slot is taken.
+        """
+        if not self._upload_slots.acquire(blocking=False):
+            raise ApiError(503, "too many uploads in progress; retry in a moment", {"Retry-After": "2"})
+
+        def job() -> T:
+            dec = self._take_decoder() if self.settings.isolate_uploads else None
+            try:
+                return work(dec)
+            finally:
+                if dec is not None:
+                    self._free_decoders.put(dec)
+
+        try:
+            return await asyncio.wrap_future(self._pool().submit(job))
+        finally:
+            self._upload_slots.release()
+
+    def warm_uploads(self) -> None:
+        """Start the decoder workers (one decode of a tiny image each) and load the query
+        embedders of every embedding; sets :attr:`uploads_ready`. Errors are logged, never raised."""
+        import io
+
+        from PIL import Image
+
+        try:
+            buf = io.BytesIO()
+            Image.new("RGB", (8, 8), (255, 255, 255)).save(buf, "PNG")
+            if self.settings.isolate_uploads:
+                for _ in range(max(1, self.settings.upload_workers) - self._free_decoders.qsize()):
+                    d = self._new_decoder()
+                    d.canonical_bytes(buf.getvalue())
+                    self._free_decoders.put(d)
+            for name in self.collection.embeddings:
+                try:
+                    self.collection.query_embedder(name)
+                except Exception as e:  # a network missing here: uploads to it get a 409 later
+                    log.warning("upload embedder %s not loaded: %s", name, type(e).__name__)
+            self.uploads_ready = True
+        except Exception as e:
+            log.warning("warming the upload path failed: %s", type(e).__name__)
 
     def close(self) -> None:
+        if self._upload_pool is not None:
+            self._upload_pool.shutdown(wait=False, cancel_futures=True)
         for d in self.decoders:
             d.close()
 
