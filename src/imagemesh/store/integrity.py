@@ -206,6 +206,28 @@ def _check_tables(root: Path, m: Manifest) -> list[FileCheck]:
     return out
 
 
+def _check_table_files(root: Path, m: Manifest) -> list[FileCheck]:
+    """The LanceDB files recorded at publish (``table["files"]``): present, same size, same sha256."""
+    base = root / m.table.get("dir", "lance")
+    out: list[FileCheck] = []
+    bad = 0
+    for rel, rec in sorted((m.table.get("files") or {}).items()):
+        f = base / rel
+        if not f.is_file():
+            out.append(FileCheck(None, "table file", rel, "missing", "file is missing"))
+        elif f.stat().st_size != int(rec.get("bytes", -1)):
+            out.append(FileCheck(None, "table file", rel, "size", f"{f.stat().st_size} bytes, manifest says {rec.get('bytes')}"))
+        elif sha256_file(f) != rec.get("sha256"):
+            out.append(FileCheck(None, "table file", rel, "sha256", "does not match the sha256 recorded at publish"))
+        else:
+            continue
+        bad += 1
+    n = len(m.table.get("files") or {})
+    if n and not bad:
+        out.append(FileCheck(None, "table files", f"{m.table.get('dir', 'lance')}/ ({n} files)", "ok"))
+    return out
+
+
 def verify(root: str | Path, tables: bool = True, models: bool = True) -> VerifyReport:
     """Check every file and table version recorded in ``root/manifest.json``.
 
@@ -241,6 +263,7 @@ def verify(root: str | Path, tables: bool = True, models: bool = True) -> Verify
                 rep.checks.append(FileCheck(name, kind, "-", "missing", "not in the manifest"))
     if tables:
         rep.checks.extend(_check_tables(root, m))
+        rep.checks.extend(_check_table_files(root, m))
     if models:
         rep.warnings.extend(_model_warnings(m))
     return rep

@@ -37,7 +37,7 @@ from imagemesh.store.manifest import Manifest, ManifestError
 from imagemesh.store.pca import PcaReducer, fit_pca
 from imagemesh.store.projection import project_2d
 
-__all__ = ["VersionWriter", "DEFAULT_INDEX_PARAMS", "FILE_KINDS", "republish", "write_table", "index_search_text"]
+__all__ = ["VersionWriter", "DEFAULT_INDEX_PARAMS", "FILE_KINDS", "republish", "write_table", "index_search_text", "table_file_checksums"]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,30 @@ def index_search_text(tbl: Any) -> None:
 
     Rebuilt whole rather than optimised incrementally, so an index always covers every row."""
     tbl.create_index(FTS_COLUMN, config=fts_config(), replace=True)
+
+
+def table_file_checksums(root: Path, table_dir: str = "lance", previous: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Size and sha256 of every immutable file of the LanceDB tables under ``root/table_dir``:
+    data files, index files and version manifests (not ``latest_version_hint.json`` nor the
+    transaction log). Lance never rewrites these files, so a file already in ``previous``
+    (the last published record) with the same size is not hashed again.
+
+    Returns:
+        ``{"images.lance/data/….lance": {"bytes": int, "sha256": str}, ...}`` (paths relative to ``table_dir``).
+    """
+    base = Path(root) / table_dir
+    old = dict(previous or {})
+    out: dict[str, dict[str, Any]] = {}
+    for tbl in sorted(base.glob("*.lance")):
+        for sub in ("data", "_indices", "_versions"):
+            for f in sorted((tbl / sub).rglob("*")):
+                if not f.is_file() or (sub == "_versions" and not f.name.endswith(".manifest")):
+                    continue
+                rel = f.relative_to(base).as_posix()
+                size = f.stat().st_size
+                prev = old.get(rel)
+                out[rel] = dict(prev) if prev and prev.get("bytes") == size else {"bytes": size, "sha256": sha256_file(f)}
+    return out
 
 
 class VersionWriter:
@@ -235,6 +259,15 @@ class VersionWriter:
         Returns:
             The published :class:`~imagemesh.store.manifest.Manifest`.
         """
+        previous_manifest = None
+        try:
+            previous_manifest = Manifest.read(self.root)
+        except ManifestError:
+            pass
+        table = dict(table)
+        # What the tables hold now (LanceDB commits are done): every immutable file with its
+        # sha256, so `imagemesh verify` can tell a damaged fragment from an intact one.
+        table["files"] = table_file_checksums(self.root, table.get("dir", "lance"), (previous_manifest.table.get("files") if previous_manifest else None))
         manifest = Manifest(
             build_id=self.build_id,
             data_dir=f"builds/{self.build_id}",
@@ -248,11 +281,7 @@ class VersionWriter:
         final = self.folder.with_name(self.build_id)
         os.replace(self.folder, final)
         self.folder = final
-        previous = None
-        try:
-            previous = Manifest.read(self.root).data_dir
-        except ManifestError:
-            pass
+        previous = previous_manifest.data_dir if previous_manifest is not None else None
         manifest.write(self.root)  # the atomic switch
         keep = {final.name} | ({Path(previous).name} if previous else set())
         for old in (self.root / "builds").iterdir():
