@@ -92,8 +92,14 @@ def _print_hits(hits: list[Any], as_json: bool) -> None:
 @click.version_option(package_name="imagemesh")
 def cli() -> None:
     """Explore image collections (arXiv figures) by visual similarity."""
-    # Library code logs (module loggers under "imagemesh"); the CLI shows INFO on stderr.
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    # imagemesh's own loggers show INFO on stderr; other libraries (faiss announces how it
+    # loaded) stay at the root logger's default, warnings only.
+    logger = logging.getLogger("imagemesh")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def _quiet(quiet: bool) -> None:

@@ -30,7 +30,7 @@ def _size(text: str) -> int:
 
 
 @click.group("bench", invoke_without_command=True)
-@click.option("--quick", is_flag=True, help="Planner only on 20k synthetic vectors; under a minute.")
+@click.option("--quick", is_flag=True, help="Planner only on 20k synthetic vectors, 100 queries, no demo dataset; under a minute.")
 @click.option("--sizes", default="100k", show_default=True, help="Synthetic dataset sizes, e.g. 100k,1M (ignored with --quick).")
 @click.option("--demo/--no-demo", default=True, show_default=True, help="Also run on the demo collection's real embeddings.")
 @click.option("--contenders", default=None, help="Comma-separated subset of: planner, exact, hnsw, hnsw-post, ivf, ivfpq, annoy, annoy-post, lance-pre, lance-post.")

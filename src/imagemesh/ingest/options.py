@@ -85,8 +85,9 @@ class BuildReport:
             f"collection: {self.out} (build {self.build_id})",
             f"images: {self.n_images} indexed ({self.n_new} new) of {self.n_items} found; {len(self.failures)} skipped; "
             f"{len(self.source_problems)} source rows skipped; {self.chunks_reused} chunk(s) resumed",
-            f"metadata records joined: {self.n_with_metadata_record}",
         ]
+        if self.n_with_metadata_record or self.metadata_problems:  # only when --metadata joined records
+            lines.append(f"metadata records joined: {self.n_with_metadata_record}")
         for name, e in self.embeddings.items():
             lines.append(f"embedding {name}: {e['input_dim']}-d -> PCA {e['dim']}-d (explained variance {e['explained_variance']:.2f}), index {e['backend']}")
         for f in self.failures[:20]:

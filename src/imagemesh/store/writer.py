@@ -212,8 +212,9 @@ class VersionWriter:
         n_old = 0 if old_vectors is None else int(old_vectors.shape[0])
         n = n_old + n_new
         if reducer is None:
-            log.info("[%s] PCA %d-d -> %d-d over %d images", name, cfg.dim, pca_dim, n_new)
             reducer = fit_pca(raw_batches(), n_new, cfg.dim, pca_dim)
+            capped = f" (capped from {pca_dim} by the number of images)" if reducer.n_components < pca_dim else ""
+            log.info("[%s] PCA %d-d -> %d-d over %d images%s", name, cfg.dim, reducer.n_components, n_new, capped)
         d = reducer.n_components
         reducer.save(self.folder / "pca" / f"{name}.npz")
         vec_rel = f"vectors/{name}.npy"
