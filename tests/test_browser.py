@@ -287,6 +287,25 @@ def test_collapse_toggle_and_suggestions(page, real_collection) -> None:
     page.wait_for_function("t => [...document.querySelectorAll('#suggest-title option')].some(o => o.value === t)", arg=title)
 
 
+def map_point(page, xy) -> tuple[float, float]:
+    """Screen position of a map point, read once the canvas has stopped moving.
+
+    Results arriving under the map can add a scrollbar and shift the canvas by a few
+    pixels, more than the 10 px a hover reaches, so the box is read until two reads agree.
+    """
+    box = page.locator("#map-canvas").bounding_box()
+    for _ in range(20):
+        page.wait_for_timeout(100)
+        again = page.locator("#map-canvas").bounding_box()
+        if again == box:
+            break
+        box = again
+    side = min(box["width"], box["height"]) - 40
+    x = box["x"] + (box["width"] - side) / 2 + float(xy[0]) * side
+    y = box["y"] + (box["height"] - side) / 2 + (1 - float(xy[1])) * side
+    return x, y
+
+
 def test_map_view_selects_an_image(page, real_collection) -> None:
     open_app(page)
     page.click("#view-map")
@@ -297,11 +316,9 @@ def test_map_view_selects_an_image(page, real_collection) -> None:
     d = np.linalg.norm(xy[:, None] - xy[None], axis=2) + np.eye(len(xy)) * 9
     pick = int(np.argmax(d.min(1)))
     page.locator("#map-canvas").scroll_into_view_if_needed()
-    box = page.locator("#map-canvas").bounding_box()
-    side = min(box["width"], box["height"]) - 40
-    x = box["x"] + (box["width"] - side) / 2 + float(xy[pick, 0]) * side
-    y = box["y"] + (box["height"] - side) / 2 + (1 - float(xy[pick, 1])) * side
-    page.mouse.move(x, y)
+    page.wait_for_load_state("networkidle")
+    x, y = map_point(page, xy[pick])
+    page.mouse.move(x, y, steps=4)
     page.wait_for_selector("#tooltip:not([hidden])")
     page.mouse.click(x, y)
     page.wait_for_function("id => new URLSearchParams(location.search).get('id') === String(id)", arg=pick)
