@@ -423,4 +423,6 @@ def parse_filter(text: str | None) -> MetadataFilter | None:
         raise FilterError(f"filter is nested too deeply (at most {MAX_DEPTH} levels)") from None
     except ValueError as e:  # e.g. an integer over Python's digit limit
         raise FilterError(f"filter is not valid JSON: {str(e)[:120]}") from None
+    if not isinstance(data, dict):
+        raise FilterError(f"a filter is a JSON object, got {type(data).__name__ if data is not None else 'null'}")
     return from_dict(data)

@@ -226,7 +226,7 @@ class CollectionReader:
                 return int(image)
             raise ImageNotFound(f"no image with row id {image}")
         text = str(image).strip()
-        if text.isdigit():
+        if text.isascii() and text.isdigit():  # "¹" and "٣" are digits to str.isdigit, not to int()
             return self.resolve(int(text))
         if self._key_to_row is None:
             self._load_keys()

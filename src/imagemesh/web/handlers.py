@@ -15,13 +15,13 @@ from imagemesh.query.sampling import sample_rows
 from imagemesh.store.reader import CollectionError, ImageNotFound
 from imagemesh.web.errors import ApiError
 from imagemesh.web.openapi import openapi_schema
-from imagemesh.web.state import ServingState, parse_bool, parse_int
+from imagemesh.web.params import validate_params
+from imagemesh.web.state import ServingState
 from imagemesh.web.upload import canonical_upload, read_form
 
 __all__ = ["info", "random_", "neighbors", "query", "facets", "suggest", "map_", "image", "thumbnail", "full_image", "openapi", "index_page", "about_page"]
 
 STATIC = Path(str(resources.files("imagemesh.web") / "static"))
-QUERY_FIELDS = ("positive", "negative", "embedding", "k", "filter", "collapse")
 QUERY_FILES = ("positive_image", "negative_image")
 
 
@@ -41,33 +41,24 @@ def random_(request: Request) -> JSONResponse:
     """A random sample; a seed fixes one permutation of the matching images, ``offset`` pages it
     (the sampler of the CLI and Python, :mod:`imagemesh.query.sampling`)."""
     st = ServingState.of(request)
-    c, q = st.collection, request.query_params
-    n = int(st.int_param(request, "n", st.settings.default_n, 0, st.settings.max_n) or 0)
-    seed = st.int_param(request, "seed", None, 0, 2**63 - 1)
-    offset = int(st.int_param(request, "offset", 0, 0, 10**9) or 0)
-    collapse = parse_bool("collapse", q.get("collapse"))
-    emb = st.embedding(q.get("embedding"))
-    sel = st.selection(q.get("filter")) or c.select(None)
-    page, total = sample_rows(sel, len(c), st.fetch_k(n, collapse), seed, offset)
-    body = st.results(c.hits(page), emb, n, collapse)
-    body.update(total=total, offset=offset, seed=seed, next_offset=offset + len(page))
+    c, p = st.collection, st.params(request, st.models.random)
+    emb = st.embedding(p.embedding)
+    sel = st.selection(p.filter) or c.select(None)
+    page, total = sample_rows(sel, len(c), st.fetch_k(p.n, p.collapse), p.seed, p.offset)
+    body = st.results(c.hits(page), emb, p.n, p.collapse)
+    body.update(total=total, offset=p.offset, seed=p.seed, next_offset=p.offset + len(page))
     return JSONResponse(body)
 
 
 def neighbors(request: Request) -> JSONResponse:
     """kNN of a collection image, with the plan used."""
     st = ServingState.of(request)
-    c, q = st.collection, request.query_params
-    raw_id = q.get("id")
-    if not raw_id:
-        raise ApiError(400, "id is required")
-    row = st.resolve(raw_id)
-    k = int(st.int_param(request, "k", st.settings.default_k, 1, st.settings.max_k) or 1)
-    collapse = parse_bool("collapse", q.get("collapse"))
-    emb = st.embedding(q.get("embedding"))
-    hits, plan = c.neighbors_with_plan(row, embedding=emb, k=st.fetch_k(k, collapse), where=st.selection(q.get("filter")))
+    c, p = st.collection, st.params(request, st.models.neighbors)
+    row = st.resolve(p.id)
+    emb = st.embedding(p.embedding)
+    hits, plan = c.neighbors_with_plan(row, embedding=emb, k=st.fetch_k(p.k, p.collapse), where=st.selection(p.filter))
     body = {"query": row, "embedding": emb, "metric": st.metrics[emb], "plan": plan.to_dict()}
-    body.update(st.results(hits, emb, k, collapse))
+    body.update(st.results(hits, emb, p.k, p.collapse))
     return JSONResponse(body)
 
 
@@ -84,18 +75,14 @@ async def query(request: Request) -> JSONResponse:
     st = ServingState.of(request)
     c, s = st.collection, st.settings
     form = await read_form(request, s.max_upload_bytes, s.max_query_items + 16)
-    for name in form.fields:
-        if name not in QUERY_FIELDS:
-            raise ApiError(400, f"unknown form field {name[:40]!r}")
     for name in form.files:
         if name not in QUERY_FILES:
             raise ApiError(400, f"unknown file field {name[:40]!r}; use positive_image or negative_image")
-    emb = st.embedding(form.first("embedding"))
-    k = int(parse_int("k", form.first("k"), s.default_k, 1, s.max_k) or 1)
-    collapse = parse_bool("collapse", form.first("collapse"))
-    sel = st.selection(form.first("filter"))
-    pos_ids = [st.resolve(v) for v in form.values("positive") if v.strip()]
-    neg_ids = [st.resolve(v) for v in form.values("negative") if v.strip()]
+    p = validate_params(st.models.query, [(name, v) for name, vals in form.fields.items() for v in vals])
+    emb, k, collapse = st.embedding(p.embedding), p.k, p.collapse
+    sel = st.selection(p.filter)
+    pos_ids = [st.resolve(v) for v in p.positive]
+    neg_ids = [st.resolve(v) for v in p.negative]
     pos_files = form.files.get("positive_image", [])
     neg_files = form.files.get("negative_image", [])
     if len(pos_files) + len(neg_files) > s.max_upload_images:
@@ -151,29 +138,23 @@ async def query(request: Request) -> JSONResponse:
 def facets(request: Request) -> JSONResponse:
     """Counts of the schema's facet fields over the filtered rows."""
     st = ServingState.of(request)
-    return JSONResponse(st.collection.facets(st.selection(request.query_params.get("filter"))))
+    p = st.params(request, st.models.facets)
+    return JSONResponse(st.collection.facets(st.selection(p.filter)))
 
 
 def suggest(request: Request) -> JSONResponse:
     """Most frequent values of a suggest field starting with (or containing a word starting with) ``prefix``."""
     st = ServingState.of(request)
-    q = request.query_params
-    field = q.get("field") or ""
-    if field not in st.suggestions.fields:
-        raise ApiError(400, f"field must be one of {', '.join(st.suggestions.fields)}")
-    prefix = q.get("prefix") or ""
-    if len(prefix) > 200:
-        raise ApiError(400, "prefix longer than 200 characters")
-    limit = int(st.int_param(request, "limit", 10, 1, 100) or 10)
-    return JSONResponse({"field": field, "prefix": prefix, "values": st.suggestions.top(field, prefix, limit)})
+    p = st.params(request, st.models.suggest)
+    return JSONResponse({"field": p.field, "prefix": p.prefix, "values": st.suggestions.top(p.field, p.prefix, p.limit)})
 
 
 def map_(request: Request) -> JSONResponse:
     """The build-time 2-D map of an embedding: ``ids``, ``x``, ``y`` in [0, 1] of the filtered rows."""
     st = ServingState.of(request)
-    c, q = st.collection, request.query_params
-    emb = st.embedding(q.get("embedding"))
-    sel = st.selection(q.get("filter")) or c.select(None)
+    c, p = st.collection, st.params(request, st.models.map)
+    emb = st.embedding(p.embedding)
+    sel = st.selection(p.filter) or c.select(None)
     m = c.map_2d(emb)
     if m is None:
         raise ApiError(404, f"this collection has no 2-D map of {emb!r} (built with map_2d off)")
@@ -232,7 +213,7 @@ def full_image(request: Request) -> Response:
 
 def openapi(request: Request) -> JSONResponse:
     st = ServingState.of(request)
-    return JSONResponse(openapi_schema(st.collection, st.settings))
+    return JSONResponse(openapi_schema(st.collection, st.settings, st.models))
 
 
 def index_page(request: Request) -> FileResponse:

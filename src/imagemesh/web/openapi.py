@@ -4,34 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
+from imagemesh.core.filter_schema import filter_json_schema
+from imagemesh.web.params import RequestModels, openapi_form_schema, openapi_parameters
 from imagemesh.web.settings import WebSettings
 
 __all__ = ["openapi_schema"]
 
-_FILTER = {
-    "name": "filter",
-    "in": "query",
-    "required": False,
-    "description": 'JSON form of a metadata filter, e.g. {"category": "cs.CL", "year": {"gte": 2023}} or {"keyword": "transformer"}. Several keys mean AND.',
-    "schema": {"type": "string"},
-}
-_COLLAPSE = {
-    "name": "collapse",
-    "in": "query",
-    "required": False,
-    "description": "collapse near-duplicates: a hit is dropped (and listed in the `duplicates` of the earlier hit it matches) "
-    "when an earlier kept hit has the same content_sha256 or lies within the duplicate threshold under the embedding "
-    "(cosine distance 0.02; for L2, 5% of the median distance between random pairs)",
-    "schema": {"type": "boolean"},
-}
 _ID_PATH = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}
 _ERROR = {"description": "invalid request", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 _JPEG = {"description": "JPEG", "content": {"image/jpeg": {}}}
 
 
-def openapi_schema(collection: Any, settings: WebSettings) -> dict[str, Any]:
-    """The OpenAPI document for this collection's API (embedding names included as an enum)."""
-    emb_param = {"name": "embedding", "in": "query", "schema": {"type": "string", "enum": list(collection.embeddings)}, "description": "default: the first embedding"}
+def openapi_schema(collection: Any, settings: WebSettings, models: RequestModels) -> dict[str, Any]:
+    """The OpenAPI document for this collection's API.
+
+    Parameters and the ``/api/query`` body come from ``models`` (the pydantic models that
+    validate requests, :mod:`imagemesh.web.params`); ``filter`` from
+    :func:`~imagemesh.core.filter_schema.filter_json_schema` of the collection's schema.
+    """
+    fs = filter_json_schema(collection.schema)
+    params = lambda model: openapi_parameters(model, fs)  # noqa: E731
+    files = {"positive_image": "PNG, JPEG, GIF, WebP, BMP or TIFF", "negative_image": "PNG, JPEG, GIF, WebP, BMP or TIFF"}
     hit = {
         "type": "object",
         "required": ["id", "distance", "image_key", "thumbnail_url"],
@@ -64,27 +57,14 @@ def openapi_schema(collection: Any, settings: WebSettings) -> dict[str, Any]:
             "/api/random": {
                 "get": {
                     "summary": "A random sample of distinct images matching the filter; a seed fixes one permutation, offset pages through it",
-                    "parameters": [
-                        {"name": "n", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": settings.max_n}},
-                        {"name": "seed", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-                        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-                        _FILTER,
-                        _COLLAPSE,
-                        {**emb_param, "description": "embedding used by collapse"},
-                    ],
+                    "parameters": params(models.random),
                     "responses": {"200": ok("Results"), "400": _ERROR},
                 }
             },
             "/api/neighbors": {
                 "get": {
                     "summary": "Nearest neighbours of an image under an embedding; the image itself first",
-                    "parameters": [
-                        {"name": "id", "in": "query", "required": True, "schema": {"type": "string"}, "description": "row id, image key or arXiv id"},
-                        emb_param,
-                        {"name": "k", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": settings.max_k}},
-                        _FILTER,
-                        _COLLAPSE,
-                    ],
+                    "parameters": params(models.neighbors),
                     "responses": {"200": ok("Results"), "400": _ERROR, "404": _ERROR},
                 }
             },
@@ -100,19 +80,7 @@ def openapi_schema(collection: Any, settings: WebSettings) -> dict[str, Any]:
                         "required": True,
                         "content": {
                             "multipart/form-data": {
-                                "schema": {
-                                    "type": "object",
-                                    "properties": {
-                                        "positive_image": {"type": "array", "items": {"type": "string", "format": "binary"}, "description": "PNG, JPEG, GIF, WebP, BMP or TIFF"},
-                                        "negative_image": {"type": "array", "items": {"type": "string", "format": "binary"}},
-                                        "positive": {"type": "array", "items": {"type": "string"}, "description": "row ids, image keys or arXiv ids"},
-                                        "negative": {"type": "array", "items": {"type": "string"}},
-                                        "embedding": {"type": "string", "enum": list(collection.embeddings)},
-                                        "k": {"type": "integer", "minimum": 1, "maximum": settings.max_k},
-                                        "filter": {"type": "string"},
-                                        "collapse": {"type": "boolean"},
-                                    },
-                                }
+                                "schema": openapi_form_schema(models.query, fs, files, settings.max_upload_images),
                             }
                         },
                     },
@@ -122,25 +90,21 @@ def openapi_schema(collection: Any, settings: WebSettings) -> dict[str, Any]:
             "/api/facets": {
                 "get": {
                     "summary": "Counts of archive, category and year (with official names)",
-                    "parameters": [_FILTER],
+                    "parameters": params(models.facets),
                     "responses": {"200": ok("Facets"), "400": _ERROR},
                 }
             },
             "/api/suggest": {
                 "get": {
                     "summary": "Most frequent values of a field starting with (then containing a word starting with) a prefix, for autocompletion",
-                    "parameters": [
-                        {"name": "field", "in": "query", "required": True, "schema": {"type": "string", "enum": list(collection.schema.suggest_fields)}, "description": "a field with a list column <field>_list (authors) counts its elements"},
-                        {"name": "prefix", "in": "query", "schema": {"type": "string", "maxLength": 200}},
-                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
-                    ],
+                    "parameters": params(models.suggest),
                     "responses": {"200": ok("Suggestions"), "400": _ERROR},
                 }
             },
             "/api/map": {
                 "get": {
                     "summary": "The build-time 2-D map (t-SNE, or PCA for large collections) of an embedding, coordinates in [0, 1]",
-                    "parameters": [emb_param, _FILTER],
+                    "parameters": params(models.map),
                     "responses": {"200": ok("Map"), "400": _ERROR, "404": _ERROR},
                 }
             },

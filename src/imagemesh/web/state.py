@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
+from pydantic import BaseModel
 from starlette.requests import Request
 
 from imagemesh.core.errors import FilterError
@@ -28,45 +29,13 @@ from imagemesh.query.filtering import Selection
 from imagemesh.query.suggest import Suggestions
 from imagemesh.store.reader import ImageNotFound
 from imagemesh.web.errors import ApiError
+from imagemesh.web.params import RequestModels, request_models, validate_params
 from imagemesh.web.settings import WebSettings
 
-__all__ = ["ServingState", "parse_int", "parse_bool"]
+__all__ = ["ServingState"]
 
 log = logging.getLogger("imagemesh.web")
 T = TypeVar("T")
-
-
-def parse_int(name: str, raw: str | None, default: int | None, lo: int, hi: int) -> int | None:
-    """An integer parameter in ``[lo, hi]`` (``default`` when absent).
-
-    Raises:
-        ApiError: 400, not an integer or out of range.
-    """
-    if raw is None or raw == "":
-        return default
-    try:
-        v = int(raw)
-    except ValueError:
-        raise ApiError(400, f"{name} must be an integer, got {raw[:40]!r}") from None
-    if not lo <= v <= hi:
-        raise ApiError(400, f"{name} must be between {lo} and {hi}")
-    return v
-
-
-def parse_bool(name: str, raw: str | None) -> bool:
-    """A boolean parameter (``1/true/yes/on``, ``0/false/no/off``; absent = false).
-
-    Raises:
-        ApiError: 400, anything else.
-    """
-    if raw is None or raw == "":
-        return False
-    v = raw.strip().lower()
-    if v in ("1", "true", "yes", "on"):
-        return True
-    if v in ("0", "false", "no", "off"):
-        return False
-    raise ApiError(400, f"{name} must be true or false, got {raw[:40]!r}")
 
 
 @dataclass
@@ -90,6 +59,7 @@ class ServingState:
     suggestions: Suggestions = field(init=False)
     metrics: dict[str, str] = field(init=False)
     upload_limits: ImageLimits = field(init=False)
+    models: RequestModels = field(init=False)
     decoders: list[IsolatedDecoder] = field(default_factory=list)
     dup_thresholds: dict[str, float] = field(default_factory=dict)
     uploads_ready: bool = False
@@ -102,6 +72,7 @@ class ServingState:
         c, s = self.collection, self.settings
         self.suggestions = Suggestions(c.table, c.schema)
         self.metrics = {e["name"]: e["metric"] for e in c.embedding_info()}
+        self.models = request_models(s, c.embeddings, self.suggestions.fields)
         self.upload_limits = ImageLimits(max_file_bytes=s.max_upload_bytes, max_pixels=s.max_upload_pixels)
         self._upload_slots = threading.BoundedSemaphore(max(1, s.upload_workers) + max(0, s.upload_queue))
 
@@ -187,8 +158,13 @@ class ServingState:
 
     # ------------------------------------------------------------------ parameters
 
-    def int_param(self, request: Request, name: str, default: int | None, lo: int, hi: int) -> int | None:
-        return parse_int(name, request.query_params.get(name), default, lo, hi)
+    def params(self, request: Request, model: type[BaseModel]) -> Any:
+        """The query string validated by ``model`` (one of :attr:`models`).
+
+        Raises:
+            ApiError: 400 naming the bad parameter.
+        """
+        return validate_params(model, request.query_params.multi_items())
 
     def selection(self, raw: str | None) -> Selection | None:
         """The ``filter`` parameter parsed, compiled and evaluated once (``None``: no filter).
@@ -196,8 +172,10 @@ class ServingState:
         Raises:
             ApiError: 413 over ``max_filter_chars``; 400 invalid.
         """
-        if raw is None or raw == "":
+        if raw is None:
             return None
+        if not raw.strip():
+            raise ApiError(400, "filter is empty; leave the parameter out for no filter")
         if len(raw) > self.settings.max_filter_chars:
             raise ApiError(413, f"filter longer than {self.settings.max_filter_chars} characters")
         try:
