@@ -13,8 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import faiss
+import faiss as _faiss
 import numpy as np
+
+#: faiss's bundled type stubs lack the SWIG keyword arguments used here
+#: (``SearchParametersIVF(nprobe=, sel=)``, ``SearchParametersHNSW``), so it is typed as Any.
+faiss: Any = _faiss
 
 from imagemesh.core.index import AllowedRows, Index, IndexCapabilities, IndexError_, as_allowed, pad_results
 

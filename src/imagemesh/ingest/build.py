@@ -20,6 +20,7 @@ The build is **resumable**, **atomic** and **incremental**:
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import shutil
@@ -171,7 +172,7 @@ def build_collection(
 
     is_arxiv = schema.profile == "arxiv"
     taxonomy = Taxonomy.load() if is_arxiv else None
-    records, md_problems = arxiv.load_records(options.metadata_files, taxonomy) if is_arxiv and options.metadata_files else ({}, [])
+    records, md_problems = arxiv.load_records(options.metadata_files, taxonomy) if taxonomy is not None and options.metadata_files else ({}, [])
     if options.metadata_files and not is_arxiv:
         raise ValueError("metadata files (arXiv snapshots) join only arXiv collections")
 
@@ -239,7 +240,7 @@ def build_collection(
             old_vectors = existing.vectors(emb.name)
             reducer = PcaReducer.load(existing.data_dir / existing.manifest.embeddings[emb.name]["pca"]["file"])
         entry = writer.write_embedding(
-            emb.name, emb.config(), lambda name=emb.name: iter_vectors(chunk_paths, name), len(rows),
+            emb.name, emb.config(), functools.partial(iter_vectors, chunk_paths, emb.name), len(rows),
             pca_dim=options.pca_dim, backend=options.backend, backend_cls=backend_cls, index_params=index_params,
             map_2d=options.map_2d, old_vectors=old_vectors, reducer=reducer,
         )

@@ -64,7 +64,7 @@ def save_chunk(path: Path, arrays: dict[str, np.ndarray]) -> None:
         OSError: the folder is not writable.
     """
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub types the kwargs as allow_pickle
     atomic_write_bytes(path, buf.getvalue())
 
 

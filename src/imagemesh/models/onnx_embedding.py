@@ -141,7 +141,7 @@ class OnnxEmbedding(BaseEmbedding):
             name=self.name,
             kind="onnx",
             dim=self.dim,
-            metric=self.metric,  # type: ignore[arg-type]
+            metric=self.metric,
             model_sha256=self.sha256,
             preprocess=self.preprocess.to_dict(),
             extra={"file": self.model_path.name, "feature_output": self.feature_output, "architecture": self.card.get("architecture")},

@@ -27,10 +27,6 @@ from imagemesh.store.reader import CollectionReader
 
 __all__ = ["Selection", "FilterEvaluator", "Where", "coerce_filter"]
 
-#: What query methods accept as a filter: a filter, its JSON form (dict), JSON text, or ``None``.
-Where = MetadataFilter | dict[str, Any] | str | None
-
-
 @dataclass(frozen=True)
 class Selection:
     """The rows a filter keeps, evaluated once.
@@ -53,6 +49,11 @@ class Selection:
 
     def allows(self, row: int) -> bool:
         return self.mask is None or bool(self.mask[row])
+
+
+#: What query methods accept as a filter: a filter, its JSON form (dict), JSON text, a
+#: :class:`Selection` already evaluated, or ``None``.
+Where = MetadataFilter | dict[str, Any] | str | Selection | None
 
 
 def coerce_filter(where: Where) -> MetadataFilter | None:

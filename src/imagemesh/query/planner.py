@@ -53,6 +53,14 @@ from imagemesh.core.index import AllowedRows, Index, exact_search, pad_results
 __all__ = ["SearchPlan", "PlannerConfig", "QueryPlanner"]
 
 
+def _faiss() -> Any:
+    """faiss, imported on first use (``import imagemesh`` stays light); typed as Any because
+    its bundled stubs lack the SWIG keyword arguments (``SearchParametersIVF(nprobe=)``)."""
+    import faiss
+
+    return faiss
+
+
 @dataclass(frozen=True)
 class SearchPlan:
     """How a filtered kNN query was answered (returned for debugging and benchmarks).
@@ -265,9 +273,8 @@ class QueryPlanner:
         return (*_sort_rows(d, i), plan)
 
     def _search_subset(self, sub: _Subset, q: np.ndarray, k: int, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        import faiss
-
-        params = faiss.SearchParametersIVF(nprobe=int(nprobe)) if sub.kind == "ivf" else None
+        faiss = _faiss()
+        params = faiss.SearchParametersIVF(nprobe=int(nprobe or 1)) if sub.kind == "ivf" else None
         d, i = sub.index.search(q, k, params=params)
         i = i.astype(np.int64)
         if sub.kind == "flat":  # local positions -> row ids
@@ -320,14 +327,14 @@ class QueryPlanner:
         return out
 
     def _build_subset(self, allowed: np.ndarray, kind: str) -> _Subset:
-        import faiss
+        faiss = _faiss()
 
         rows = np.flatnonzero(allowed).astype(np.int64)
         xs = self._gather(rows)
         if kind == "flat":
-            idx = faiss.IndexFlatL2(self.dim)
-            idx.add(xs)
-            return _Subset(rows, idx, "flat", [], xs.nbytes)
+            flat = faiss.IndexFlatL2(self.dim)
+            flat.add(xs)
+            return _Subset(rows, flat, "flat", [], xs.nbytes)
         centroids, assign = self._kmeans()
         cells = assign[rows]
         used = np.unique(cells)
@@ -365,8 +372,7 @@ class QueryPlanner:
         with self._lock:
             if self._centroids is not None and self._assign is not None:
                 return self._centroids, self._assign
-            import faiss
-
+            faiss = _faiss()
             nlist = self.nlist()
             rng = np.random.default_rng(self.config.seed)
             m = min(self.n, nlist * self.config.kmeans_points_per_cell)

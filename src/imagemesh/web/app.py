@@ -81,7 +81,7 @@ def create_app(collection: Collection, settings: WebSettings | None = None) -> S
         yield
         state.close()
 
-    routes = [Route(path, fn, methods=methods) for path, fn, methods in ROUTES]  # type: ignore[arg-type]
+    routes: list[Route | Mount] = [Route(path, fn, methods=methods) for path, fn, methods in ROUTES]  # type: ignore[arg-type]
     routes.append(Mount("/static", app=StaticFiles(directory=h.STATIC), name="static"))
     app = Starlette(
         routes=routes,

@@ -53,8 +53,9 @@ class RequestModels:
 
 
 def _literal(values: Iterable[str]) -> Any:
+    """``Literal["a", "b"]`` of ``values`` (``str`` when there are none)."""
     vals = tuple(values)
-    return Literal[vals] if vals else str  # type: ignore[valid-type]
+    return Literal.__getitem__(vals) if vals else str
 
 
 def request_models(settings: WebSettings, embeddings: Iterable[str], suggest_fields: Iterable[str]) -> RequestModels:
@@ -65,7 +66,7 @@ def request_models(settings: WebSettings, embeddings: Iterable[str], suggest_fie
         embeddings: embedding names (the ``embedding`` enum; default the first).
         suggest_fields: fields ``/api/suggest`` serves (the ``field`` enum).
     """
-    emb_type = Optional[_literal(embeddings)]
+    emb_type: Any = Optional[_literal(embeddings)]
     s = settings
     filter_ = (Optional[str], Field(None, description='JSON of a metadata filter, e.g. {"category": "cs.CL", "year": {"gte": 2023}} or {"keyword": "transformer"}; several keys mean AND'))
     collapse = (bool, Field(False, description="collapse near-duplicates: a hit is dropped (and listed in the `duplicates` of the earlier hit it matches) when an earlier kept hit has the same content_sha256 or lies within the duplicate threshold under the embedding (cosine distance 0.02; for L2, 5% of the median distance between random pairs)"))

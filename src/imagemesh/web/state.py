@@ -82,7 +82,8 @@ class ServingState:
 
     @staticmethod
     def of(request: Request) -> "ServingState":
-        return request.app.state.imagemesh  # type: ignore[no-any-return]
+        state: ServingState = request.app.state.imagemesh
+        return state
 
     def _new_decoder(self) -> IsolatedDecoder:
         s = self.settings

@@ -57,6 +57,16 @@ class FormData:
         return v[0] if v else None
 
 
+@dataclass
+class _Part:
+    """The form part being parsed: its header name/value so far, headers, and data."""
+
+    hname: bytearray = field(default_factory=bytearray)
+    hvalue: bytearray = field(default_factory=bytearray)
+    headers: dict[bytes, bytes] = field(default_factory=dict)
+    data: bytearray = field(default_factory=bytearray)
+
+
 async def read_form(request: Request, max_bytes: int, max_parts: int) -> FormData:
     """Read ``request``'s multipart (or URL-encoded) body, at most ``max_bytes``, into memory.
 
@@ -81,37 +91,36 @@ async def read_form(request: Request, max_bytes: int, max_parts: int) -> FormDat
     if urlencoded:
         return await _read_urlencoded(request, max_bytes, max_parts)
     form = FormData()
-    cur: dict[str, object] = {}
+    cur = _Part()
     n_parts = 0
 
     def on_part_begin() -> None:
-        nonlocal n_parts
+        nonlocal n_parts, cur
         n_parts += 1
         if n_parts > max_parts:
             raise UploadError(400, f"more than {max_parts} parts in the form")
-        cur.clear()
-        cur.update(headers={}, data=bytearray(), hname=bytearray(), hvalue=bytearray())
+        cur = _Part()
 
     def on_header_field(data: bytes, start: int, end: int) -> None:
-        cur["hname"] += data[start:end]  # type: ignore[operator]
+        cur.hname += data[start:end]
 
     def on_header_value(data: bytes, start: int, end: int) -> None:
-        cur["hvalue"] += data[start:end]  # type: ignore[operator]
+        cur.hvalue += data[start:end]
 
     def on_header_end() -> None:
-        cur["headers"][bytes(cur["hname"]).lower()] = bytes(cur["hvalue"])  # type: ignore[index]
-        cur["hname"], cur["hvalue"] = bytearray(), bytearray()
+        cur.headers[bytes(cur.hname).lower()] = bytes(cur.hvalue)
+        cur.hname, cur.hvalue = bytearray(), bytearray()
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
-        cur["data"] += data[start:end]  # type: ignore[operator]
+        cur.data += data[start:end]
 
     def on_part_end() -> None:
-        disp, opts = parse_options_header(cur["headers"].get(b"content-disposition", b""))  # type: ignore[union-attr]
+        disp, opts = parse_options_header(cur.headers.get(b"content-disposition", b""))
         name = opts.get(b"name")
         if disp != b"form-data" or name is None:
             raise UploadError(400, "a form part has no name")
         key = name.decode("utf-8", "replace")
-        payload = bytes(cur["data"])  # type: ignore[arg-type]
+        payload = bytes(cur.data)
         if b"filename" in opts:
             form.files.setdefault(key, []).append(payload)
         else:

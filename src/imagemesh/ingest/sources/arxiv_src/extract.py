@@ -26,7 +26,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 __all__ = ["ExtractLimits", "ExtractResult", "ExtractError", "extract_package", "sniff_package"]
 
@@ -160,7 +160,7 @@ def _is_junk(rel: PurePosixPath) -> bool:
     return any(p in _JUNK_DIRS for p in rel.parts) or rel.name.startswith("._") or rel.name == ".DS_Store"
 
 
-def _copy_limited(src: BinaryIO, dst: Path, expected: int | None, budget: _Budget) -> int:
+def _copy_limited(src: IO[bytes], dst: Path, expected: int | None, budget: _Budget) -> int:
     n = 0
     with open(dst, "xb") as f:
         while True:

@@ -298,16 +298,16 @@ def parse_document(text: str) -> LatexDocument:
     figure_no = 0
     outside: list[str] = []
     while True:
-        m = _FIG_BEGIN.search(text, pos)
-        chunk_end = m.start() if m else len(text)
+        begin = _FIG_BEGIN.search(text, pos)
+        chunk_end = begin.start() if begin else len(text)
         outside.append(text[pos:chunk_end])
-        if not m:
+        if not begin:
             break
-        end = _env_end(text, m.group(1), m.end())
+        end = _env_end(text, begin.group(1), begin.end())
         figure_no += 1
         fig = _Fig(figure_no)
         try:
-            w = lw.LatexWalker(text[m.start():end], latex_context=_db(), tolerant_parsing=True)
+            w = lw.LatexWalker(text[begin.start():end], latex_context=_db(), tolerant_parsing=True)
             nodes, _, _ = w.get_latex_nodes()
             _walk(nodes, fig, None)
         except Exception as e:  # pragma: no cover - pylatexenc is tolerant; keep going
@@ -333,13 +333,13 @@ def parse_document(text: str) -> LatexDocument:
 
     t = re.search(r"\\title\s*(?:\[[^\]]*\])?\s*(?=\{)", text)
     if t:
-        g = _balanced(text, t.end())
-        if g:
-            doc.title = latex_to_text(re.sub(r"\\(thanks|footnote)\s*\{[^{}]*\}", "", g[0]), macros) or None
+        body = _balanced(text, t.end())
+        if body:
+            doc.title = latex_to_text(re.sub(r"\\(thanks|footnote)\s*\{[^{}]*\}", "", body[0]), macros) or None
     for a in re.finditer(r"\\author\s*(?:\[[^\]]*\])?\s*(?=\{)", text):
-        g = _balanced(text, a.end())
-        if g:
-            raw = re.sub(r"\\(thanks|footnote|email|affiliation|inst|IEEEauthorrefmark)\s*\{[^{}]*\}", "", g[0])
+        body = _balanced(text, a.end())
+        if body:
+            raw = re.sub(r"\\(thanks|footnote|email|affiliation|inst|IEEEauthorrefmark)\s*\{[^{}]*\}", "", body[0])
             for part in re.split(r"\\and\b|\\\\|,\s*and\s+|\s+and\s+|,", raw):
                 name = latex_to_text(part, macros).strip(" ,;*")
                 if name and len(name) < 100 and name not in doc.authors:
@@ -350,9 +350,9 @@ def parse_document(text: str) -> LatexDocument:
     else:
         ab2 = re.search(r"\\abstract\s*(?=\{)", text)
         if ab2:
-            g = _balanced(text, ab2.end())
-            if g:
-                doc.abstract = latex_to_text(g[0], macros) or None
+            body = _balanced(text, ab2.end())
+            if body:
+                doc.abstract = latex_to_text(body[0], macros) or None
     return doc
 
 

@@ -37,7 +37,7 @@ from imagemesh.media.images import ImageLimits, ImageLoadError, load_image, snif
 from imagemesh.core.fileio import atomic_write_bytes, sha256_file
 from imagemesh.ingest.sources.arxiv_src.extract import ExtractError, ExtractLimits, extract_package
 from imagemesh.media.ghostscript import GhostscriptError, GhostscriptLimits, rasterise_postscript
-from imagemesh.ingest.sources.arxiv_src.latex import parse_document
+from imagemesh.ingest.sources.arxiv_src.latex import GraphicRef, parse_document
 from imagemesh.ingest.sources.arxiv_src.texfiles import GRAPHIC_EXTENSIONS, TEX_EXTENSIONS, decode_tex, expand_inputs, find_main_files, resolve_graphic, strip_comments
 from imagemesh.ingest.sources.arxiv_src.metadata import arxiv_id_from_name
 
@@ -244,12 +244,12 @@ def _ingest(package: Path, sha: str, tmp: Path, staging: Path, work: Path, limit
     mains = find_main_files(sources)
     result["main_files"] = mains
     latex_md: dict[str, Any] = {"title": None, "authors": [], "abstract": None}
-    refs: list[tuple[str, Any]] = []
+    refs: list[tuple[str, GraphicRef, list[str], int]] = []
     n_figs = 0
     for mf in mains:
         text, _used, problems = expand_inputs(mf, sources)
-        for p in problems:
-            result.setdefault("latex_problems", []).append(p)
+        for problem in problems:
+            result.setdefault("latex_problems", []).append(problem)
         doc = parse_document(text)
         result.setdefault("latex_problems", []).extend(doc.problems)
         latex_md["title"] = latex_md["title"] or doc.title
@@ -267,7 +267,7 @@ def _ingest(package: Path, sha: str, tmp: Path, staging: Path, work: Path, limit
     keys: set[str] = set()
     n_inline = 0
     for base, g, gpath, offset in refs:
-        rel, how = resolve_graphic(g.name, base, gpath, files)
+        found, how = resolve_graphic(g.name, base, gpath, files)
         fig_no = g.figure + offset if g.figure is not None else None
         if fig_no is not None:
             key = f"{pid}/fig{fig_no}" + (f".{g.subfigure}" if g.subfigure else "")
@@ -277,15 +277,15 @@ def _ingest(package: Path, sha: str, tmp: Path, staging: Path, work: Path, limit
         while key in keys:
             key += "+"
         keys.add(key)
-        rec = {
+        rec: dict[str, Any] = {
             "key": key, "figure": str(fig_no) if fig_no is not None else None, "subfigure": g.subfigure,
             "caption": g.caption, "subcaption": g.subcaption, "label": g.label, "referenced_as": g.name,
-            "command": g.command, "source_file": rel, "resolved_by": how if rel else None, "unreferenced": False,
+            "command": g.command, "source_file": found, "resolved_by": how if found else None, "unreferenced": False,
         }
-        if rel is None:
+        if found is None:
             rec["error"] = f"\\{g.command}{{{g.name}}}: {how}"
         else:
-            used.add(rel)
+            used.add(found)
         records.append(rec)
     for rel in graphic_files:
         if rel not in used:
@@ -310,12 +310,12 @@ def _ingest(package: Path, sha: str, tmp: Path, staging: Path, work: Path, limit
                 done[rel] = (png.relative_to(work).as_posix(), None, list(img.size))
             except ImageLoadError as e:
                 done[rel] = (None, e.reason, None)
-        png_rel, err, size = done[rel]
-        if png_rel:
-            rec["png"] = png_rel
+        made, why, size = done[rel]
+        if made:
+            rec["png"] = made
             rec["size"] = size
         else:
-            rec["error"] = f"{rel}: {err}"
+            rec["error"] = f"{rel}: {why}"
     result["images"] = records
 
     missing = [r for r in records if not r["unreferenced"] and not r.get("source_file")]
