@@ -90,8 +90,21 @@ def bench_group(ctx: click.Context, quick: bool, sizes: str, demo: bool, contend
 @click.option("--work", default="benchmarks/.work/load", show_default=True, type=click.Path(path_type=Path))
 @click.option("--out", default="benchmarks/results", show_default=True, type=click.Path(path_type=Path))
 @click.option("--tag", default="load", show_default=True)
-def load_cmd(seconds: float, connections: int, switches: int, warmup: float, workers: int, synthetic_n: int, only: str | None, work: Path, out: Path, tag: str) -> None:
+@click.option("--hostile-uploads", "hostile", default=0, type=click.IntRange(0, 256),
+              help="Instead: N clients loop pixel-heavy uploads while a probe measures /api/neighbors latency, "
+              "against idle windows interleaved (imagemesh.bench.hostile_uploads; the demo collection).")
+@click.option("--rounds", default=3, show_default=True, type=click.IntRange(1, 100), help="With --hostile-uploads: idle/hostile window pairs.")
+def load_cmd(seconds: float, connections: int, switches: int, warmup: float, workers: int, synthetic_n: int, only: str | None, work: Path, out: Path, tag: str, hostile: int, rounds: int) -> None:
     """Loopback load test of `imagemesh serve` (bounded: fixed duration, 127.0.0.1 only)."""
+    if hostile:
+        import subprocess
+        import sys
+
+        from imagemesh.bench import hostile_uploads
+
+        demo = subprocess.run([sys.executable, "-m", "imagemesh.cli", "demo", "--no-serve", "--quiet"], capture_output=True, text=True, check=True)
+        hostile_uploads.main(Path(demo.stdout.strip().splitlines()[-1]), hostile, rounds, min(seconds, 600), out)
+        return
     from imagemesh.bench.load import main
 
     main(seconds, connections, switches, warmup, workers, synthetic_n, only, work, out, tag)

@@ -63,13 +63,15 @@ class CollectionReader:
     Args:
         root: the collection folder (holds ``manifest.json``; ``~`` is expanded).
         registries: where index backends are looked up (default: built-ins + plugins).
-        verify_checksums: check the sha256 of every file before it is used (vectors and
-            index on open; PCA and map on first use), once per file and process (see
-            :mod:`imagemesh.store.integrity`); off only for trusted, very large collections.
+        verify_checksums: check the sha256 of every file before it is used (vectors,
+            index and the metadata table's LanceDB files on open; PCA and map on first use;
+            the media table's files by :meth:`check_table_files`, which a server runs in
+            the background), once per file and process (see :mod:`imagemesh.store.integrity`);
+            off only for trusted, very large collections. Sizes are always checked.
 
     Raises:
-        CollectionError: missing files, a file whose size or shape differs from the
-            manifest, or a metadata table whose row count or version differs.
+        CollectionError: missing files, a file whose size, sha256 or shape differs from
+            the manifest, or a metadata table whose row count or version differs.
         ManifestError: no manifest, another format version, or a malformed one.
     """
 
@@ -83,6 +85,11 @@ class CollectionReader:
         except ValueError as e:
             raise CollectionError(f"manifest schema: {e}") from None
         self.verify_checksums = bool(verify_checksums)
+        #: table ("metadata" / "media") -> why it must not be read (a damaged file)
+        self.damaged: dict[str, str] = {}
+        self._check_table_sizes()
+        if self.verify_checksums:
+            self.check_table_files(("metadata",))
         self._open_tables()
         self._embeddings = {name: self._open_embedding(name, entry) for name, entry in self.manifest.embeddings.items()}
         self._key_to_row: dict[str, int] | None = None
@@ -111,6 +118,48 @@ class CollectionReader:
             except IntegrityError as e:
                 raise CollectionError(f"{what}: {e}") from None
         return path
+
+    def _table_files(self, tables: Sequence[str]) -> list[tuple[str, Path, dict[str, Any]]]:
+        """``(table, path, record)`` of the LanceDB files recorded at publish for ``tables``
+        (``"metadata"``: the images table and its indices; ``"media"``)."""
+        t = self.manifest.table
+        base = self.root / t.get("dir", "lance")
+        prefix = {"metadata": f"{t.get('name', 'images')}.lance/", "media": f"{t.get('media', 'media')}.lance/"}
+        out = []
+        for rel, rec in sorted((t.get("files") or {}).items()):
+            for table in tables:
+                if rel.startswith(prefix[table]):
+                    out.append((table, base / rel, rec))
+        return out
+
+    def _check_table_sizes(self) -> None:
+        for table, path, rec in self._table_files(("metadata", "media")):
+            try:
+                size = path.stat().st_size
+            except OSError:
+                raise CollectionError(f"the {table} table's file {path.name} is missing; run `imagemesh verify`") from None
+            if size != int(rec.get("bytes", -1)):
+                raise CollectionError(f"the {table} table's file {path.name} is {size} bytes, the manifest says {rec.get('bytes')} (truncated or replaced); run `imagemesh verify`")
+
+    def check_table_files(self, tables: Sequence[str] = ("metadata", "media")) -> None:
+        """Check the sha256 of every LanceDB file of ``tables`` recorded at publish (hashed
+        once per file and process). A mismatch marks the table damaged: from then on every
+        read of it raises :class:`CollectionError`, so nothing answers from a damaged file.
+
+        Raises:
+            CollectionError: a file differs from the sha256 recorded at publish.
+        """
+        for table, path, rec in self._table_files(tables):
+            if table in self.damaged:
+                continue
+            try:
+                check_file(path, rec.get("sha256"), rec.get("bytes"))
+            except IntegrityError:
+                self.damaged[table] = (f"the {table} table's file {path.name} does not match the sha256 recorded at publish "
+                                       "(corrupted or replaced); run `imagemesh verify`")
+        for table in tables:
+            if table in self.damaged:
+                raise CollectionError(self.damaged[table])
 
     def _open_tables(self) -> None:
         t = self.manifest.table
@@ -258,7 +307,10 @@ class CollectionReader:
 
     def _read(self, table: str, read: Callable[[], T]) -> T:
         """Run a LanceDB read; a damaged or missing data file (LanceDB raises RuntimeError,
-        OSError or ValueError) becomes a :class:`CollectionError` naming the table."""
+        OSError or ValueError) becomes a :class:`CollectionError` naming the table, and so
+        does a table :meth:`check_table_files` found damaged."""
+        if table in self.damaged:
+            raise CollectionError(self.damaged[table])
         try:
             return read()
         except (RuntimeError, OSError, ValueError) as e:

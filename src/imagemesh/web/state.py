@@ -27,7 +27,7 @@ from imagemesh.query.collapse import collapse_duplicates, duplicate_threshold
 from imagemesh.query.collection import Collection
 from imagemesh.query.filtering import Selection
 from imagemesh.query.suggest import Suggestions
-from imagemesh.store.reader import ImageNotFound
+from imagemesh.store.reader import CollectionError, ImageNotFound
 from imagemesh.web.errors import ApiError
 from imagemesh.web.params import RequestModels, request_models, validate_params
 from imagemesh.web.settings import WebSettings
@@ -67,6 +67,8 @@ class ServingState:
     _free_decoders: "queue.Queue[IsolatedDecoder]" = field(default_factory=queue.Queue)
     _upload_pool: ThreadPoolExecutor | None = None
     _upload_slots: threading.BoundedSemaphore = field(init=False)
+    #: set once the media table's files have been hashed (see :meth:`check_media`)
+    media_checked: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         c, s = self.collection, self.settings
@@ -75,6 +77,19 @@ class ServingState:
         self.models = request_models(s, c.embeddings, self.suggestions.fields)
         self.upload_limits = ImageLimits(max_file_bytes=s.max_upload_bytes, max_pixels=s.max_upload_pixels)
         self._upload_slots = threading.BoundedSemaphore(max(1, s.upload_workers) + max(0, s.upload_queue))
+        threading.Thread(target=self.check_media, daemon=True, name="imagemesh-check-media").start()
+
+    def check_media(self) -> None:
+        """Hash the media table's files (thumbnails and images, the bulk of a collection)
+        while queries are served; a damaged file makes the image routes answer 503 naming
+        it (the metadata table was checked when the collection was opened)."""
+        try:
+            if self.collection.verify_checksums:
+                self.collection.check_table_files(("media",))
+        except CollectionError as e:
+            log.error("%s", e)
+        finally:
+            self.media_checked.set()
 
     @property
     def version(self) -> str:
