@@ -91,6 +91,15 @@ def test_query_form_is_validated_by_its_model(app) -> None:
         assert r.status_code == 400 and message in r.json()["error"], (data, r.text[:300])
 
 
+def test_query_string_on_the_upload_query_is_refused(app) -> None:
+    async def go() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://127.0.0.1") as c:
+            return await c.post("/api/query?k=5", data={"positive": "0"})
+
+    r = asyncio.run(go())
+    assert r.status_code == 400 and "form fields, not in the query string (k)" in r.json()["error"], r.text
+
+
 def test_openapi_parameters_come_from_the_models(app) -> None:
     (r,) = _get(app, "/api/openapi.json")
     doc = r.json()

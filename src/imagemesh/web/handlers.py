@@ -74,6 +74,9 @@ async def query(request: Request) -> JSONResponse:
     """
     st = ServingState.of(request)
     c, s = st.collection, st.settings
+    if request.query_params:
+        names = ", ".join(sorted(request.query_params))[:80]
+        raise ApiError(400, f"POST /api/query takes its parameters as form fields, not in the query string ({names})")
     form = await read_form(request, s.max_upload_bytes, s.max_query_items + 16)
     for name in form.files:
         if name not in QUERY_FILES:
