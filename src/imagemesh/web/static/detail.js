@@ -4,7 +4,7 @@
 
 import { getMeta } from "./api.js";
 import { el, setStatus } from "./dom.js";
-import { altText, arxivUrl, detailMetaParts, fieldRows, hitSummary, hitTitle, metaParts, predictionBlocks } from "./hits.js";
+import { altText, arxivUrl, detailMetaParts, fieldRows, hitLabel, hitSummary, hitTitle, metaParts, predictionBlocks } from "./hits.js";
 import { schema } from "./schema.js";
 import { app, state } from "./state.js";
 import { hideTooltip } from "./tooltip.js";
@@ -73,7 +73,10 @@ export async function openDetail(id) {
 }
 
 function fillDetail(h) {
-  el.detailKicker.textContent = h.distance !== null && h.distance !== undefined ? `Figure #${h.id} · ${formatDistance(h.distance)}` : `Figure #${h.id}`;
+  const fig = h.figure !== null && h.figure !== undefined && h.figure !== "" ? ` · Figure ${h.figure}` : "";
+  const where = `${hitLabel(h)}${fig}`;
+  el.detailKicker.textContent = h.distance !== null && h.distance !== undefined ? `${where} · distance ${formatDistance(h.distance)}` : where;
+  el.detailKicker.title = `row ${h.id}`;
   const img = h.image_url || `/api/images/${h.id}/image`;
   if (el.detailImg.getAttribute("src") !== img) el.detailImg.src = img;
   el.detailImageLink.href = img;

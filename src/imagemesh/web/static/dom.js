@@ -66,8 +66,9 @@ export const el = {
   drop: $("drop"),
 };
 
-export function setStatus(text, kind = "") {
+export function setStatus(text, kind = "", detail = "") {
   el.status.textContent = text;
+  el.status.title = detail;
   el.status.classList.toggle("error", kind === "error");
   el.status.classList.toggle("loading", kind === "loading");
 }

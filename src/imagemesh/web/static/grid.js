@@ -2,11 +2,11 @@
 // badge number, label), the current target marked, and arrow-key moves between tiles.
 
 import { el } from "./dom.js";
-import { altText, hitLabel, tileBadge } from "./hits.js";
+import { altText, hitLabel, hitTitle, tileBadge } from "./hits.js";
 import { drawMap } from "./map.js";
 import { app, state } from "./state.js";
 import { hideTooltip } from "./tooltip.js";
-import { formatDistance, make } from "./util.js";
+import { formatDistance, make, truncate } from "./util.js";
 
 function makeTile(h, withDistance) {
   const tile = make("div", "tile");
@@ -38,6 +38,12 @@ function makeTile(h, withDistance) {
   const badge = tileBadge(h);
   if (badge) meta.append(make("span", "year", badge));
   meta.append(make("span", "aid", hitLabel(h)));
+  const title = hitTitle(h);
+  if (title && title !== hitLabel(h)) {
+    const t = make("div", "tile-title", truncate(title, 90));
+    t.title = title;
+    meta.append(t);
+  }
   tile.append(thumb, meta);
   return tile;
 }

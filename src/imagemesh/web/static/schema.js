@@ -92,7 +92,7 @@ export function buildFilter(filters, omit = []) {
   const order = (c) => ({ facet: isNumeric(c.field) ? 2 : 0, keyword: 1, text: 3, from: 4, to: 4 })[c.role];
   const controls = [...schema.controls].sort((a, b) => order(a) - order(b));
   for (const c of controls) {
-    const v = filters[c.key];
+    const v = (filters[c.key] || "").trim(); // a blank box is no filter, not "matches nothing"
     if (!v || omit.includes(c.key)) continue;
     if (c.role === "keyword") conds.set("keyword", v);
     else if (c.role === "text") cond(c.field).contains = v;

@@ -34,6 +34,13 @@ async function fetchResults(count, offset, signal) {
 const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
 
 /** Search with the current state and show the results and facet counts; `push`: a new history entry. */
+/** `text`, followed once by a pending notice (e.g. a link's unknown embedding). */
+function withNotice(text) {
+  const n = app.notice;
+  app.notice = "";
+  return n ? `${text} · note: ${n}` : text;
+}
+
 export async function run({ push = false, newSeed = false, focusTarget = false } = {}) {
   hideTooltip();
   const seq = ++app.runSeq;
@@ -71,12 +78,13 @@ export async function run({ push = false, newSeed = false, focusTarget = false }
       if (seq !== app.runSeq) return;
       const label = hitLabel(app.selectedHit && app.selectedHit.id === state.id ? app.selectedHit : target) || `image ${state.id}`;
       const plan = data.plan || {};
-      let text = `${hits.length} nearest neighbours of ${label} under ${data.embedding || state.embedding}`;
+      const among = filter && Number.isFinite(plan.n_allowed) ? ` among ${plan.n_allowed.toLocaleString("en")} matching figures` : "";
+      let text = `${hits.length} nearest neighbours of ${label}${among} under ${data.embedding || state.embedding}`;
       if (data.metric) text += ` (${data.metric} distance)`;
-      if (plan.strategy) text += ` · ${plan.strategy} plan`;
-      if (filter && Number.isFinite(plan.n_allowed)) text += ` · ${plan.n_allowed} of ${plan.n_total} images match ${described}`;
+      if (filter) text += ` · ${described}`;
       if (hits.length && !target) text += " · the target itself is excluded by the filters";
-      setStatus(text + collapsedNote);
+      const how = plan.strategy ? `search plan: ${plan.strategy}${Number.isFinite(plan.n_allowed) ? `, ${plan.n_allowed} of ${plan.n_total} rows allowed` : ""}` : "";
+      setStatus(withNotice(text + collapsedNote), "", how);
       if (focusTarget) {
         const t = el.grid.querySelector(".tile.is-selected") || el.grid.querySelector(".tile");
         if (t) t.focus({ preventScroll: false });
@@ -91,7 +99,7 @@ export async function run({ push = false, newSeed = false, focusTarget = false }
       if (nNeg) text += ` and away from ${nNeg}`;
       text += ` under ${data.embedding} (${data.combination})`;
       if (filter) text += ` · ${described}`;
-      setStatus(text + collapsedNote);
+      setStatus(withNotice(text + collapsedNote));
     } else {
       renderGrid(hits, false);
       randomNext = data.next_offset;
@@ -104,7 +112,7 @@ export async function run({ push = false, newSeed = false, focusTarget = false }
       }
       if (state.mode === "neighbors") text = `No target yet: double-click an image to find its nearest neighbours. Showing ${text}`;
       if (state.mode === "query") text = `No query images yet: upload one, or add figures with “+ More like”. Showing ${text}`;
-      setStatus(text + collapsedNote);
+      setStatus(withNotice(text + collapsedNote));
     }
     el.loadMore.hidden = exhausted || !app.results.length;
   } catch (e) {

@@ -31,6 +31,7 @@ export const app = {
   detailHit: null, // hit shown in the detail panel
   runSeq: 0, // increments per search; stale responses are dropped
   lastQuery: null, // description of the query behind `results` (for export)
+  notice: "", // said once with the next status line (e.g. a link's unknown embedding)
 };
 
 /** Empty filters for the schema's controls. */
@@ -44,7 +45,11 @@ export function readURL() {
   const mode = p.get("mode");
   state.mode = mode === "neighbors" || mode === "query" ? mode : "random";
   const info = app.info;
-  state.embedding = p.get("embedding") || (info && info.embeddings.length ? info.embeddings[0].name : "");
+  const names = info ? info.embeddings.map((e) => e.name) : [];
+  const asked = p.get("embedding") || "";
+  const known = !info || names.includes(asked);
+  state.embedding = asked && known ? asked : names[0] || "";
+  app.notice = asked && !known ? `this link's embedding “${asked.slice(0, 40)}” is not in this collection; showing ${state.embedding}` : "";
   const id = (p.get("id") || "").trim();
   state.id = id ? (/^\d+$/.test(id) ? Number(id) : id.slice(0, 200)) : null;
   const seed = p.get("seed") || "";
