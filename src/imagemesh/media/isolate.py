@@ -36,7 +36,7 @@ from typing import Any
 
 from imagemesh.media.images import ImageLimits, ImageLoadError
 
-__all__ = ["IsolationLimits", "IsolatedDecoder"]
+__all__ = ["IsolationLimits", "IsolatedDecoder", "spawn_problem"]
 
 _MIB = 1024 * 1024
 
@@ -63,6 +63,24 @@ def _vm_bytes() -> int:
             return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError):
         return 0
+
+
+def spawn_problem() -> str | None:
+    """Why a worker process cannot be spawned from this program, or ``None``.
+
+    multiprocessing's ``spawn`` re-imports the main program in the worker; a program read
+    from stdin (``python - <<EOF``) has no file to re-import, and every worker would die at
+    start with exit code 1.
+    """
+    import sys
+
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is None or getattr(main, "__spec__", None) is not None or os.path.exists(path):
+        return None
+    return (f"the decoder worker process cannot start: the main program ({path}) is not a file that "
+            "multiprocessing can re-import; run it from a .py file, or turn isolation off "
+            "(BuildOptions(isolate_decoders=False) / WebSettings(isolate_uploads=False))")
 
 
 def _decode(source: str | bytes, limits: ImageLimits) -> tuple[tuple[int, int], bytes]:
@@ -175,6 +193,9 @@ class IsolatedDecoder:
             if self._proc is None or not self._proc.is_alive():
                 if self._proc is not None:
                     self._stop(kill=True)
+                problem = spawn_problem()
+                if problem:
+                    raise ImageLoadError(label, problem)
                 self._start()
             assert self._conn is not None
             try:
