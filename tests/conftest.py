@@ -62,7 +62,7 @@ def pytest_make_collect_report(collector: pytest.Collector) -> object:
 SLOW_FIXTURES = {"real_collection", "small_source", "categorized_collection"}
 SLOW_MODULES = {
     "test_browser", "test_kill_build", "test_kill_serve", "test_fuzz_api", "test_fuzz_decoders", "test_ray",
-    "test_train", "test_imagenet_parity", "test_arxiv_src", "test_privacy", "test_models", "test_integrity", "test_schemathesis",
+    "test_train", "test_imagenet_parity", "test_arxiv_src", "test_privacy", "test_models", "test_integrity", "test_schemathesis", "test_collapse_calibration",
 }
 
 

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
+import numpy as np
 from pydantic import BaseModel
 from starlette.requests import Request
 
@@ -23,7 +24,7 @@ from imagemesh.core.errors import FilterError
 from imagemesh.core.filters import parse_filter
 from imagemesh.media.images import ImageLimits
 from imagemesh.media.isolate import IsolatedDecoder, IsolationLimits
-from imagemesh.query.collapse import collapse_duplicates, duplicate_threshold
+from imagemesh.query.collapse import calibrated_threshold, collapse_duplicates, distance_to_nearest_other
 from imagemesh.query.collection import Collection
 from imagemesh.query.filtering import Selection
 from imagemesh.query.suggest import Suggestions
@@ -231,6 +232,22 @@ class ServingState:
         d["thumbnail_url"] = f"/api/images/{h.id}/thumbnail?v={self.version}"
         return d
 
+    def calibrate_collapse(self, emb: str) -> float:
+        """The near-duplicate threshold of ``emb``
+        (:func:`~imagemesh.query.collapse.calibrated_threshold`): 1,000 fixed sample rows,
+        their nearest figure of another paper (``arxiv_id``; without one, any other figure)
+        found with the collection's own index. Computed once per embedding and version."""
+        c = self.collection
+        vecs = c.vectors(emb)
+        groups = None
+        if "arxiv_id" in c.table.schema.names:
+            groups = c.columns(["arxiv_id"]).sort_by("row_id")["arxiv_id"].to_pylist()
+
+        def knn(q: np.ndarray, k: int) -> np.ndarray:
+            return c.search_vectors(q, emb, k)[1]
+
+        return calibrated_threshold(vecs, self.metrics[emb], distance_to_nearest_other(vecs, self.metrics[emb], knn, groups))
+
     def fetch_k(self, k: int, collapse: bool) -> int:
         """Hits to fetch for ``k`` results: with collapse on, look further down the list so
         that ``k`` distinct hits remain."""
@@ -249,7 +266,7 @@ class ServingState:
         sha = {r["row_id"]: r["content_sha256"] for r in c.take(ids, ["content_sha256"])}
         vecs = c.vectors(emb)
         if emb not in self.dup_thresholds:
-            self.dup_thresholds[emb] = duplicate_threshold(vecs, self.metrics[emb])
+            self.dup_thresholds[emb] = self.calibrate_collapse(emb)
         kept, dups = collapse_duplicates(ids, vecs, self.metrics[emb], self.dup_thresholds[emb], [sha.get(i) for i in ids])
         by_id = {h.id: h for h in hits}
         out = []
