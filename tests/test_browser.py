@@ -81,9 +81,11 @@ def page(browser: Any, server: str) -> Iterator[Any]:
     pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
     pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
     pg.base = server  # type: ignore[attr-defined]
+    pg.expected_errors = []  # type: ignore[attr-defined]  # console messages a test provokes on purpose
     yield pg
     ctx.close()
     # no script errors and no CSP violations anywhere
+    problems = [p for p in problems if not any(x in p for x in pg.expected_errors)]  # type: ignore[attr-defined]
     assert not problems, problems
 
 
@@ -225,6 +227,25 @@ def test_upload_query_returns_neighbours(page, real_collection) -> None:
     assert url_state(page)["mode"] == "query" and not page.is_hidden("#tray")
     assert page.eval_on_selector("#tray-pos img", "i => i.src.startsWith('blob:')")
     shot(page, "upload-query")
+
+
+def test_bad_uploads_are_named_and_do_not_break_later_queries(page, real_collection) -> None:
+    open_app(page)
+    # not an image (a text file named .jpg): refused before it reaches the tray
+    page.set_input_files("#upload", files=[{"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": b"just some text\n" * 20}])
+    wait_status(page, "Not added: notes.jpg is not an image")
+    assert page.is_hidden("#tray")
+    # an image header with a corrupt body: the server refuses it, naming the file, and the page drops it
+    page.expected_errors.append("the server responded with a status of 400")
+    broken = b"\x89PNG\r\n\x1a\n" + b"\x00" * 200
+    page.set_input_files("#upload", files=[{"name": "broken.png", "mimeType": "image/png", "buffer": broken}])
+    text = wait_status(page, "broken.png was removed from the query")
+    assert "broken.png:" in text, text
+    assert page.eval_on_selector_all("#tray-pos img", "is => is.length") == 0
+    # the next upload works
+    page.set_input_files("#upload", files=[{"name": "good.jpg", "mimeType": "image/jpeg", "buffer": real_collection.image(12)}])
+    wait_status(page, "images closest to 1 image")
+    assert tile_ids(page)[0] == 12
 
 
 def test_multi_image_positive_negative_query(page) -> None:

@@ -59,7 +59,10 @@ class SecurityHeaders:
 async def api_error(request: Request, exc: Exception) -> JSONResponse:
     """:class:`ApiError` and upload errors -> their status with ``{"error": message}``."""
     status, message = getattr(exc, "status", 400), getattr(exc, "message", str(exc))
-    return JSONResponse({"error": message}, status_code=status, headers=getattr(exc, "headers", None) or None)
+    body: dict[str, object] = {"error": message}
+    if getattr(exc, "upload", None):
+        body["upload"] = getattr(exc, "upload")
+    return JSONResponse(body, status_code=status, headers=getattr(exc, "headers", None) or None)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

@@ -17,7 +17,7 @@ from imagemesh.web.errors import ApiError
 from imagemesh.web.openapi import openapi_schema
 from imagemesh.web.params import validate_params
 from imagemesh.web.state import ServingState
-from imagemesh.web.upload import canonical_upload, read_form
+from imagemesh.web.upload import UploadError, canonical_upload, read_form
 
 __all__ = ["info", "random_", "neighbors", "query", "facets", "suggest", "map_", "image", "thumbnail", "full_image", "openapi", "index_page", "about_page"]
 
@@ -100,7 +100,15 @@ async def query(request: Request) -> JSONResponse:
         parts_p = [np.asarray(vecs[pos_ids], np.float32)] if pos_ids else []
         parts_n = [np.asarray(vecs[neg_ids], np.float32)] if neg_ids else []
         if pos_files or neg_files:
-            images = [canonical_upload(b, st.upload_limits, dec) for b in [*pos_files, *neg_files]]  # type: ignore[arg-type]
+            images = []
+            for fld, files in (("positive_image", pos_files), ("negative_image", neg_files)):
+                names = form.filenames.get(fld, [])
+                for i, data in enumerate(files):
+                    try:
+                        images.append(canonical_upload(data, st.upload_limits, dec))  # type: ignore[arg-type]
+                    except UploadError as e:
+                        name = names[i] if i < len(names) else f"{fld} {i + 1}"
+                        raise UploadError(e.status, f"{name}: {e.message}", {"field": fld, "index": i, "filename": name}) from None
             try:
                 embedder = c.query_embedder(emb)
             except CollectionError as e:

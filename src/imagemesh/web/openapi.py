@@ -155,7 +155,18 @@ def openapi_schema(collection: Any, settings: WebSettings, models: RequestModels
                         "y": {"type": "array", "items": {"type": "number"}},
                     },
                 },
-                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {"type": "string"},
+                        "upload": {
+                            "type": "object",
+                            "description": "POST /api/query: the uploaded file at fault",
+                            "properties": {"field": {"type": "string"}, "index": {"type": "integer"}, "filename": {"type": "string"}},
+                        },
+                    },
+                },
             }
         },
     }

@@ -34,20 +34,25 @@ RASTER_FORMATS = ("png", "jpeg", "gif", "webp", "bmp", "tiff")
 
 
 class UploadError(Exception):
-    """A bad upload; ``status`` is the HTTP status to answer with."""
+    """A bad upload; ``status`` is the HTTP status to answer with; ``upload`` names the file
+    (``{"field", "index", "filename"}``) when one file of a query is at fault, so a client
+    can tell which one and drop it."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, upload: dict[str, object] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.upload = upload
 
 
 @dataclass
 class FormData:
-    """Parsed multipart form: text ``fields`` and ``files`` (name -> list of bytes)."""
+    """Parsed multipart form: text ``fields``, ``files`` (name -> list of bytes) and their
+    ``filenames`` as the client sent them (name -> list, same order)."""
 
     fields: dict[str, list[str]] = field(default_factory=dict)
     files: dict[str, list[bytes]] = field(default_factory=dict)
+    filenames: dict[str, list[str]] = field(default_factory=dict)
 
     def values(self, name: str) -> list[str]:
         return self.fields.get(name, [])
@@ -123,6 +128,7 @@ async def read_form(request: Request, max_bytes: int, max_parts: int) -> FormDat
         payload = bytes(cur.data)
         if b"filename" in opts:
             form.files.setdefault(key, []).append(payload)
+            form.filenames.setdefault(key, []).append(opts[b"filename"].decode("utf-8", "replace")[:200])
         else:
             try:
                 form.fields.setdefault(key, []).append(payload.decode("utf-8"))

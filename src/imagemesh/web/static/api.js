@@ -2,7 +2,12 @@
 // /api/openapi.json): GET and POST helpers that turn every failure into an ApiError with the
 // server's message, and a cache of full image metadata (/api/images/{id}).
 
-export class ApiError extends Error {}
+export class ApiError extends Error {
+  constructor(message, body = null) {
+    super(message);
+    this.body = body; // the JSON error body, e.g. {"error", "upload": {field, index, filename}}
+  }
+}
 
 async function parseResponse(resp) {
   let body = null;
@@ -13,7 +18,7 @@ async function parseResponse(resp) {
   }
   if (!resp.ok) {
     const msg = body && typeof body.error === "string" ? body.error : resp.statusText || "request failed";
-    throw new ApiError(`${msg} (HTTP ${resp.status})`);
+    throw new ApiError(`${msg} (HTTP ${resp.status})`, body);
   }
   if (body === null || typeof body !== "object") throw new ApiError("the server sent an invalid response");
   return body;

@@ -48,8 +48,8 @@ function afterTrayChange() {
   } else writeURL(false);
 }
 
-function takeUploads(files) {
-  if (!addUploads(files)) return;
+async function takeUploads(files) {
+  if (!(await addUploads(files))) return;
   state.mode = "query";
   state.id = null;
   showSelected(null);

@@ -69,23 +69,63 @@ export function addToQuery(id, polarity) {
   setStatus(`Added #${id} to “${polarity === "pos" ? "more like" : "less like"}”. Press “Search with these” to run the query.`);
 }
 
-/** Keep the image files among `files` (within the server's limits); the number added. */
-export function addUploads(files) {
+const ACCEPTED = "PNG, JPEG, GIF, WebP, BMP or TIFF";
+
+/** The image format of a file from its first bytes (the server accepts the same ones), or "". */
+async function sniffImage(file) {
+  const b = new Uint8Array(await file.slice(0, 12).arrayBuffer());
+  const starts = (...xs) => xs.every((x, i) => b[i] === x);
+  const ascii = (s, at = 0) => [...s].every((c, i) => b[at + i] === c.charCodeAt(0));
+  if (starts(0x89, 0x50, 0x4e, 0x47)) return "PNG";
+  if (starts(0xff, 0xd8, 0xff)) return "JPEG";
+  if (ascii("GIF8")) return "GIF";
+  if (ascii("RIFF") && ascii("WEBP", 8)) return "WebP";
+  if (ascii("BM")) return "BMP";
+  if (starts(0x49, 0x49, 0x2a, 0x00) || starts(0x4d, 0x4d, 0x00, 0x2a)) return "TIFF";
+  return "";
+}
+
+/** Keep the image files among `files` (within the server's limits); the number added. Files
+ * that are not images (by their first bytes, not their name) are refused with a message
+ * naming them, so one bad file cannot break the queries after it. */
+export async function addUploads(files) {
   const limits = (app.info && app.info.limits) || {};
   const max = limits.max_upload_images || 8;
   const maxBytes = limits.max_upload_bytes || 16 * 1024 * 1024;
+  const refused = [];
   let added = 0;
   for (const file of files) {
-    if (!file.type.startsWith("image/")) continue;
     if (file.size > maxBytes) {
-      setStatus(`Error: ${file.name} is larger than ${(maxBytes / 1048576).toFixed(0)} MiB`, "error");
+      refused.push(`${file.name} is larger than ${(maxBytes / 1048576).toFixed(0)} MiB`);
       continue;
     }
-    if (uploads.length >= max) break;
+    if (!(await sniffImage(file))) {
+      refused.push(`${file.name} is not an image (${ACCEPTED})`);
+      continue;
+    }
+    if (uploads.length >= max) {
+      refused.push(`${file.name}: at most ${max} images per query`);
+      continue;
+    }
     uploads.push({ file, url: URL.createObjectURL(file), polarity: "pos" });
     added += 1;
   }
+  if (refused.length) setStatus(`Not added: ${refused.join("; ")}`, "error");
   return added;
+}
+
+/** Drop the upload the server refused (`{field, index}` of its error), so that the next
+ * query works; its file name for the message. */
+export function dropRefusedUpload(upload) {
+  if (!upload || typeof upload.index !== "number") return "";
+  const polarity = upload.field === "negative_image" ? "neg" : "pos";
+  const same = uploads.filter((u) => u.polarity === polarity);
+  const u = same[upload.index];
+  if (!u) return "";
+  URL.revokeObjectURL(u.url);
+  uploads.splice(uploads.indexOf(u), 1);
+  renderTray();
+  return u.file.name;
 }
 
 export function clearTray() {

@@ -10,7 +10,7 @@ import { refreshFacets } from "./filters.js";
 import { markSelectedTile, renderGrid } from "./grid.js";
 import { hitLabel } from "./hits.js";
 import { drawMap, loadMap } from "./map.js";
-import { queryForm, renderTray } from "./query.js";
+import { dropRefusedUpload, queryForm, renderTray } from "./query.js";
 import { buildFilter, describeFilters, filterParam } from "./schema.js";
 import { app, effectiveMode, state, uploads, writeURL } from "./state.js";
 import { hideTooltip } from "./tooltip.js";
@@ -119,7 +119,9 @@ export async function run({ push = false, newSeed = false, focusTarget = false }
     if ((e && e.name === "AbortError") || seq !== app.runSeq) return;
     renderGrid([], false, "No results: see the message above.");
     el.loadMore.hidden = true;
-    setStatus(e instanceof ApiError ? `Error: ${e.message}` : `Error: ${e && e.message ? e.message : e}`, "error");
+    const dropped = e instanceof ApiError && e.body ? dropRefusedUpload(e.body.upload) : "";
+    const note = dropped ? ` · ${dropped} was removed from the query; search again without it` : "";
+    setStatus(e instanceof ApiError ? `Error: ${e.message}${note}` : `Error: ${e && e.message ? e.message : e}`, "error");
   } finally {
     if (seq === app.runSeq) el.grid.removeAttribute("aria-busy");
   }
