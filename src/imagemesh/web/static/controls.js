@@ -17,6 +17,7 @@ export function syncControls() {
   el.viewGrid.setAttribute("aria-pressed", String(state.view === "grid"));
   el.viewMap.setAttribute("aria-pressed", String(state.view === "map"));
   el.mapview.hidden = state.view !== "map";
+  document.body.dataset.view = state.view; // the map view hides the "selected" bar: a click must not move the canvas
   el.grid.hidden = state.view === "map";
   el.more.hidden = state.view === "map";
   renderTray();
