@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
+from imagemesh.query.papers import paper_rows, similar_papers
 from imagemesh.query.sampling import sample_rows
 from imagemesh.store.reader import CollectionError, ImageNotFound
 from imagemesh.web.errors import ApiError
@@ -19,7 +21,7 @@ from imagemesh.web.params import validate_params
 from imagemesh.web.state import ServingState
 from imagemesh.web.upload import UploadError, canonical_upload, read_form
 
-__all__ = ["info", "random_", "neighbors", "query", "facets", "suggest", "map_", "image", "thumbnail", "full_image", "openapi", "index_page", "about_page"]
+__all__ = ["info", "random_", "neighbors", "query", "paper", "similar_papers_", "facets", "suggest", "map_", "image", "thumbnail", "full_image", "openapi", "index_page", "about_page"]
 
 STATIC = Path(str(resources.files("imagemesh.web") / "static"))
 QUERY_FILES = ("positive_image", "negative_image")
@@ -144,6 +146,55 @@ async def query(request: Request) -> JSONResponse:
     }
     body.update(st.results(hits, emb, k, collapse))
     return JSONResponse(body)
+
+
+def _paper_id(request: Request) -> str:
+    aid = str(request.path_params["arxiv_id"])
+    if not aid or len(aid) > 80:
+        raise ApiError(400, "arxiv_id: 1 to 80 characters")
+    return aid
+
+
+def _figure_key(h: dict[str, Any]) -> tuple[int, str, int]:
+    fig = str(h.get("figure") or "")
+    digits = "".join(ch for ch in fig.split(".")[0] if ch.isdigit())
+    return (int(digits) if digits else 1 << 30, fig, int(h["id"]))
+
+
+def paper(request: Request) -> JSONResponse:
+    """Every figure of one paper (any version), in figure order, with the paper's metadata."""
+    st = ServingState.of(request)
+    st.params(request, st.models.paper)
+    c = st.collection
+    try:
+        rows = paper_rows(c, _paper_id(request))
+    except ImageNotFound as e:
+        raise ApiError(404, str(e)) from None
+    figures = sorted((st.hit_json(h) for h in c.hits(rows)), key=_figure_key)
+    first = c.get(rows[0])
+    meta = {k: first.get(k) for k in ("arxiv_id", "version", "title", "authors", "year", "category", "archive") if k in first}
+    return JSONResponse({**meta, "n_figures": len(figures), "figures": figures})
+
+
+def similar_papers_(request: Request) -> JSONResponse:
+    """Papers whose figures look like this paper's (:func:`imagemesh.query.papers.similar_papers`)."""
+    st = ServingState.of(request)
+    c, p = st.collection, st.params(request, st.models.similar_papers)
+    emb = st.embedding(p.embedding)
+    sel = st.selection(p.filter)
+    try:
+        matches = similar_papers(c, _paper_id(request), emb, p.k, sel)
+    except ImageNotFound as e:
+        raise ApiError(404, str(e)) from None
+    best = {h.id: st.hit_json(h) for h in c.hits([m.best_row for m in matches])}
+    out = []
+    for m in matches:
+        b = best.get(m.best_row, {})
+        out.append({
+            "arxiv_id": m.arxiv_id, "score": round(m.score, 6), "title": b.get("title"), "year": b.get("year"),
+            "best": b, "matched": [{"query": q, "row": r, "distance": round(d, 6)} for q, r, d in m.matched],
+        })
+    return JSONResponse({"arxiv_id": _paper_id(request), "embedding": emb, "metric": st.metrics[emb], "papers": out})
 
 
 def facets(request: Request) -> JSONResponse:

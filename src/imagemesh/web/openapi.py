@@ -10,6 +10,7 @@ from imagemesh.web.settings import WebSettings
 
 __all__ = ["openapi_schema"]
 
+_ARXIV_PATH = {"name": "arxiv_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": 80}, "description": "arXiv id, with or without version"}
 _ID_PATH = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}
 _ERROR = {"description": "invalid request", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 _JPEG = {"description": "JPEG", "content": {"image/jpeg": {}}}
@@ -87,6 +88,21 @@ def openapi_schema(collection: Any, settings: WebSettings, models: RequestModels
                     "responses": {"200": ok("Results"), "400": _ERROR, "404": _ERROR, "413": _ERROR, "415": _ERROR},
                 }
             },
+            "/api/papers/{arxiv_id}": {
+                "get": {
+                    "summary": "Every figure of one paper (any version), in figure order, with the paper's title, authors and year",
+                    "parameters": [_ARXIV_PATH, *params(models.paper)],
+                    "responses": {"200": ok("Paper"), "400": _ERROR, "404": _ERROR},
+                }
+            },
+            "/api/papers/{arxiv_id}/similar": {
+                "get": {
+                    "summary": "Papers whose figures look like this paper's: for each of its figures the distance to the other paper's "
+                    "nearest figure, averaged over its figures (smaller = more alike)",
+                    "parameters": [_ARXIV_PATH, *params(models.similar_papers)],
+                    "responses": {"200": ok("SimilarPapers"), "400": _ERROR, "404": _ERROR},
+                }
+            },
             "/api/facets": {
                 "get": {
                     "summary": "Counts of archive, category and year (with official names)",
@@ -153,6 +169,26 @@ def openapi_schema(collection: Any, settings: WebSettings, models: RequestModels
                         "ids": {"type": "array", "items": {"type": "integer"}},
                         "x": {"type": "array", "items": {"type": "number"}},
                         "y": {"type": "array", "items": {"type": "number"}},
+                    },
+                },
+                "Paper": {
+                    "type": "object",
+                    "required": ["n_figures", "figures"],
+                    "properties": {"arxiv_id": {"type": ["string", "null"]}, "title": {"type": ["string", "null"]}, "n_figures": {"type": "integer"},
+                                   "figures": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}}},
+                },
+                "SimilarPapers": {
+                    "type": "object",
+                    "required": ["papers"],
+                    "properties": {
+                        "papers": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {"arxiv_id": {"type": "string"}, "score": {"type": "number"}, "best": {"$ref": "#/components/schemas/Hit"},
+                                               "matched": {"type": "array", "items": {"type": "object"}}},
+                            },
+                        }
                     },
                 },
                 "Error": {

@@ -50,6 +50,8 @@ class RequestModels:
     suggest: type[BaseModel]
     map: type[BaseModel]
     query: type[BaseModel]
+    paper: type[BaseModel]
+    similar_papers: type[BaseModel]
 
 
 def _literal(values: Iterable[str]) -> Any:
@@ -101,6 +103,13 @@ def request_models(settings: WebSettings, embeddings: Iterable[str], suggest_fie
             limit=(int, Field(10, ge=1, le=100)),
         ),
         map=model("MapParams", embedding=(emb_type, Field(None, description="default: the first embedding")), filter=filter_),
+        paper=model("PaperParams"),
+        similar_papers=model(
+            "SimilarPapersParams",
+            embedding=(emb_type, Field(None, description="default: the first embedding")),
+            k=(int, Field(min(20, s.max_k), ge=1, le=s.max_k, description="number of papers")),
+            filter=(Optional[str], Field(None, description="JSON of a metadata filter on the candidate figures")),
+        ),
         query=model(
             "QueryForm",
             positive=(list[str], Field([], max_length=s.max_query_items, description="row ids, image keys or arXiv ids")),
