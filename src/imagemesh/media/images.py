@@ -8,9 +8,11 @@ Supported, detected by magic bytes (the file extension is ignored):
 * PDF  -- the first page, rasterised with pypdfium2 on a white background;
 * PNG, JPEG, GIF, TIFF, BMP, WebP -- via Pillow; multi-frame files give frame 0.
 
-* EPS/PostScript -- the first page, rasterised by Ghostscript (``gs``, Debian
-  ``ghostscript``) in a sandboxed subprocess; DOS EPS binaries fall back to their
-  TIFF preview. Without ``gs`` installed they fail with a clear ImageLoadError.
+* EPS/PostScript -- the first page cropped to its ``%%BoundingBox``, rasterised by
+  Ghostscript (``gs``, Debian ``ghostscript``) in a sandboxed subprocess; text junk
+  before ``%!PS`` is skipped, DOS EPS binaries fall back to their TIFF preview (see
+  :mod:`imagemesh.media.ghostscript`). Without ``gs`` installed they fail with a clear
+  ImageLoadError.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import pypdfium2 as pdfium
 from PIL import Image
+
+from imagemesh.media.ghostscript import JUNK_SEARCH_BYTES, postscript_start
 
 __all__ = ["ImageLimits", "ImageLoadError", "load_image", "load_image_bytes", "make_thumbnail", "sniff_format", "to_rgb", "PILLOW_FORMATS"]
 
@@ -68,10 +72,13 @@ class ImageLimits:
 
 
 def sniff_format(head: bytes) -> str | None:
-    """Identify a file from its first bytes (at least 1 KiB recommended).
+    """Identify a file from its first bytes (at least 1 KiB recommended; PostScript after
+    leading junk is recognised within the first 64 KiB given).
 
     Returns one of ``"pdf"``, ``"png"``, ``"jpeg"``, ``"gif"``, ``"tiff"``,
-    ``"bmp"``, ``"webp"``, ``"eps"`` (also plain PostScript), or ``None``.
+    ``"bmp"``, ``"webp"``, ``"eps"`` (also plain PostScript, and PostScript after text
+    junk without NUL bytes, see :func:`imagemesh.media.ghostscript.postscript_start`),
+    or ``None``.
     """
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return "png"
@@ -89,6 +96,8 @@ def sniff_format(head: bytes) -> str | None:
         return "eps"
     if b"%PDF-" in head[:1024]:  # PDF readers accept junk before the header
         return "pdf"
+    if postscript_start(head) is not None:  # junk before %!PS (arXiv strips it too)
+        return "eps"
     return None
 
 
@@ -134,7 +143,7 @@ def load_image_bytes(data: bytes, limits: ImageLimits = ImageLimits(), path: Pat
         raise ImageLoadError(path, "empty file (0 bytes)")
     if len(data) > limits.max_file_bytes:
         raise ImageLoadError(path, f"file is {len(data)} bytes, limit is {limits.max_file_bytes}")
-    kind = sniff_format(data[:1024])
+    kind = sniff_format(data[:JUNK_SEARCH_BYTES])
     if kind == "pdf":
         return _load_pdf(path, data, limits)
     if kind == "eps":
@@ -147,7 +156,7 @@ def load_image_bytes(data: bytes, limits: ImageLimits = ImageLimits(), path: Pat
 
 def _load_eps(path: Path, data: bytes, limits: ImageLimits) -> Image.Image:
     """Rasterise EPS/PostScript with Ghostscript (sandboxed; see
-    :mod:`imagemesh.ingest.sources.arxiv_src.ghostscript`); first page, on white."""
+    :mod:`imagemesh.media.ghostscript`); first page, cropped, on white."""
     from imagemesh.media.ghostscript import GhostscriptError, GhostscriptLimits, rasterise_postscript
 
     try:
