@@ -465,7 +465,8 @@ def test_bulk_archive_and_old_style_ids(tmp_path: Path) -> None:
     assert problems and "'..'" in problems[0].reason
     r1 = ingest_package(pkgs[0][0], tmp_path / "work")
     assert r1["outcome"] == "ok" and r1["images"][0]["key"] == "0901.0001/fig1"
-    assert arxiv_id_from_name("hep-th0901002.gz").id == "hep-th/0901002"
+    assert arxiv_id_from_name("hep-th0701002.gz").id == "hep-th/0701002"
+    assert arxiv_id_from_name("hep-th0901002.gz") is None  # old-style ids end with 0703 (arXiv identifier scheme)
     assert arxiv_id_from_name("math.GT0309136v2.tar.gz").id == "math.GT/0309136"
     assert arxiv_id_from_name("2306.01841v1.tar.gz").version == 1
     assert arxiv_id_from_name("upload4.gz") is None

@@ -112,7 +112,7 @@ def _quiet(quiet: bool) -> None:
 @click.option("--embeddings", default=None, help="Comma-separated embedding names (default: every available one).")
 @click.option("--backend", default="faiss", show_default=True, help="Index backend: exact, annoy or faiss.")
 @click.option("--index-params", default=None, help='Backend build parameters as JSON, e.g. \'{"recipe": "IVF64,Flat"}\' or \'{"n_trees": 100}\'.')
-@click.option("--metadata", "metadata", multiple=True, type=click.Path(exists=True, path_type=Path), help="arXiv metadata snapshot (JSON lines) joined by arXiv id; repeatable.")
+@click.option("--metadata", "metadata", multiple=True, type=click.Path(exists=True, path_type=Path), help="arXiv metadata joined by arXiv id: snapshot (JSON lines), .abs record or folder of .abs records; repeatable.")
 @click.option("--pca-dim", default=64, show_default=True, type=click.IntRange(1, 4096), help="Dimension after IncrementalPCA (capped by the data).")
 @click.option("--chunk-size", default=64, show_default=True, type=click.IntRange(1, 100_000), help="Images per resumable chunk.")
 @click.option("--threads", default=0, type=click.IntRange(0, 256), help="ONNX Runtime threads (0 = default).")
@@ -322,7 +322,7 @@ def ingest_arxiv_cmd(sources: tuple[Path, ...], out: Path, metadata: tuple[Path,
     are in --out/ingest-report.json.
     """
     from imagemesh.ingest.build import BuildOptions
-    from imagemesh.ingest.sources.arxiv_src.ingest import format_table, ingest_arxiv
+    from imagemesh.ingest.sources.arxiv_src.ingest import NothingIngested, format_summary, format_table, ingest_arxiv
 
     opts = BuildOptions(
         embeddings=[e.strip() for e in embeddings.split(",") if e.strip()] if embeddings else None,
@@ -331,6 +331,13 @@ def ingest_arxiv_cmd(sources: tuple[Path, ...], out: Path, metadata: tuple[Path,
     _quiet(quiet)
     try:
         report = ingest_arxiv(list(sources), out, metadata_files=list(metadata), workers=workers, build_options=opts, progress=not quiet)
+    except NothingIngested as e:  # the table says why, package by package
+        if as_json:
+            click.echo(json.dumps(e.report.to_dict(), indent=1, ensure_ascii=False))
+        else:
+            click.echo(format_table(e.report.packages))
+            click.echo(format_summary(e.report))
+        _fail(f"{e}; report: {out / 'ingest-report.json'}")
     except RegistryError as e:
         _fail(str(e), EXIT_USAGE)
     except ValueError as e:
@@ -341,10 +348,7 @@ def ingest_arxiv_cmd(sources: tuple[Path, ...], out: Path, metadata: tuple[Path,
         click.echo(json.dumps(report.to_dict(), indent=1, ensure_ascii=False))
         return
     click.echo(format_table(report.packages))
-    c = report.counts
-    click.echo(f"packages: {c['ok']} ok, {c['partial']} partial, {c['rejected']} rejected; "
-               f"graphics: {c['graphics_referenced']} referenced, {c['rasterised']} rasterised, {c['rasterised_with_caption']} with caption; "
-               f"{c['unreferenced_files']} unreferenced image file(s)")
+    click.echo(format_summary(report))
     if report.build:
         click.echo(f"collection: {out} ({report.build.get('n_images')} images); report: {out / 'ingest-report.json'}")
 

@@ -124,7 +124,7 @@ def build_collection(
         A :class:`BuildReport` (also written to ``<out>/build-report.json``).
 
     Raises:
-        ValueError: an unknown source format, fewer than two decodable images, invalid backend
+        ValueError: an unknown source format, no decodable image (one is a valid collection), invalid backend
             parameters, or (``append``) an embedding whose model or a schema that changed.
         RegistryError: an unknown embedding or backend name.
     """
@@ -157,7 +157,7 @@ def build_collection(
         names = options.embeddings or regs.embeddings.names()
         todo = all_items
     if not todo and existing is None:
-        raise ValueError(f"{source}: no images found")
+        raise ValueError(f"{source}: no images found" if source is not None else "no images to build a collection from")
 
     embeddings = [make_embedding(regs.embeddings.get(name), options.threads) for name in names]
     if existing is not None:
@@ -172,7 +172,12 @@ def build_collection(
 
     is_arxiv = schema.profile == "arxiv"
     taxonomy = Taxonomy.load() if is_arxiv else None
-    records, md_problems = arxiv.load_records(options.metadata_files, taxonomy) if taxonomy is not None and options.metadata_files else ({}, [])
+    records: dict[str, Any] = {}
+    md_problems: list[str] = []
+    if taxonomy is not None and options.metadata_files:  # snapshots, .abs records, folders of them
+        from imagemesh.ingest.sources.arxiv_src.metadata import read_metadata
+
+        records, md_problems = read_metadata(options.metadata_files, taxonomy)
     if options.metadata_files and not is_arxiv:
         raise ValueError("metadata files (arXiv snapshots) join only arXiv collections")
 
@@ -212,8 +217,8 @@ def build_collection(
                 media.append({"row_id": row_id, "thumb": unpack_blob(z, "thumb", j), "image": unpack_blob(z, "image", j)})
                 j += 1
     n = n_old + len(rows)
-    if n < 2:
-        raise ValueError(f"only {n} image(s) could be decoded; a collection needs at least 2 (failures: {failures[:3]})")
+    if n < 1:
+        raise ValueError(f"no image could be decoded (failures: {failures[:3]})")
     if taxonomy is not None:
         labels = arxiv.facet_labels(rows, taxonomy)
         if existing is not None:

@@ -3,7 +3,9 @@
 ``IncrementalPCA.partial_fit`` needs each batch to hold at least ``n_components`` rows
 (scikit-learn docs), so small trailing batches are merged into the previous one, and the
 number of components is capped at ``min(requested, n_samples, n_features)`` -- a
-collection with fewer images than components still builds.
+collection with fewer images than components still builds. A single image has no
+variance to analyse: its "PCA" is the one direction of its own vector (mean 0, one
+component, explained variance 1), so a one-image collection still has a non-zero vector.
 """
 
 from __future__ import annotations
@@ -66,10 +68,12 @@ def fit_pca(batches: Iterable[np.ndarray], n_samples: int, n_features: int, n_co
         n_components: requested output dimension.
 
     Raises:
-        ValueError: ``n_samples < 2``.
+        ValueError: ``n_samples < 1``.
     """
-    if n_samples < 2:
-        raise ValueError(f"PCA needs at least 2 images, got {n_samples}")
+    if n_samples < 1:
+        raise ValueError(f"PCA needs at least 1 image, got {n_samples}")
+    if n_samples == 1:
+        return _single(batches, n_features)
     k = max(1, min(int(n_components), n_samples - 1 if n_samples <= n_features else n_features, n_features))
     k = min(k, n_samples)
     ipca = IncrementalPCA(n_components=k)
@@ -90,3 +94,12 @@ def fit_pca(batches: Iterable[np.ndarray], n_samples: int, n_features: int, n_co
     return PcaReducer(
         ipca.mean_.astype(np.float32), ipca.components_.astype(np.float32), ipca.explained_variance_ratio_.astype(np.float32)
     )
+
+
+def _single(batches: Iterable[np.ndarray], n_features: int) -> PcaReducer:
+    """The reducer of one sample: project onto its own (unit) direction."""
+    rows = [np.asarray(b, dtype=np.float32).reshape(-1, n_features) for b in batches]
+    x = np.concatenate(rows)[0] if rows else np.zeros(n_features, np.float32)
+    norm = float(np.linalg.norm(x))
+    direction = x / norm if norm > 0 else np.eye(1, n_features, dtype=np.float32)[0]
+    return PcaReducer(np.zeros(n_features, np.float32), direction.reshape(1, -1).astype(np.float32), np.ones(1, np.float32))

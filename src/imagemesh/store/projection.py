@@ -20,13 +20,15 @@ def project_2d(vectors: np.ndarray, seed: int = 0) -> tuple[np.ndarray, str]:
     """Project ``float32[n, d]`` vectors to ``float32[n, 2]`` in ``[0, 1]``.
 
     Returns:
-        ``(xy, method)`` with ``method`` ``"tsne"``, ``"pca"`` or ``"trivial"`` (n < 4).
+        ``(xy, method)`` with ``method`` ``"tsne"``, ``"pca"`` or ``"trivial"`` (n < 4: the
+        points on a horizontal line through the centre; one point at the centre).
     """
     x = np.asarray(vectors, dtype=np.float32)
     n = x.shape[0]
     if n < 4 or x.shape[1] < 2:
-        xy = np.zeros((n, 2), np.float32)
-        xy[:, 0] = np.linspace(0, 1, n) if n > 1 else 0.5
+        xy = np.full((n, 2), 0.5, np.float32)  # one image: the centre of the map
+        if n > 1:
+            xy[:, 0] = np.linspace(0, 1, n)
         return xy, "trivial"
     if n <= TSNE_MAX:
         from sklearn.manifold import TSNE

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from imagemesh.core.schema import FieldKind, MetadataSchema
 from imagemesh.core.text_search import compose_search_text as join_text
-from imagemesh.profiles.arxiv.records import MetadataRecord, Taxonomy, read_snapshot
+from imagemesh.profiles.arxiv.records import MetadataRecord, Taxonomy, newer_record, read_snapshot
 
 __all__ = ["ARXIV_SCHEMA", "IMAGES_ARROW_SCHEMA", "KEYWORD_FIELDS", "compose_search_text", "facet_labels", "load_records", "merge_record"]
 
@@ -63,7 +63,10 @@ IMAGES_ARROW_SCHEMA = ARXIV_SCHEMA.arrow_schema()
 
 
 def load_records(files: Sequence[Path], taxonomy: Taxonomy) -> tuple[dict[str, MetadataRecord], list[str]]:
-    """Read arXiv metadata snapshots (JSON lines); later files win for the same id.
+    """Read arXiv metadata snapshots (JSON lines); for the same id the newest version wins
+    (:func:`~imagemesh.profiles.arxiv.records.newer_record`), then the later file. ``.abs``
+    records and folders of them are read by
+    :func:`imagemesh.ingest.sources.arxiv_src.metadata.read_metadata` (which the build uses).
 
     Returns:
         ``(records by arXiv id without version, problems as "file: reason" lines)``.
@@ -72,7 +75,7 @@ def load_records(files: Sequence[Path], taxonomy: Taxonomy) -> tuple[dict[str, M
     problems: list[str] = []
     for mf in files:
         recs, probs = read_snapshot(Path(mf), taxonomy)
-        records.update(recs)
+        records.update({k: r for k, r in recs.items() if newer_record(r, records.get(k))})
         problems.extend(f"{Path(mf).name}: {p}" for p in probs)
     return records, problems
 

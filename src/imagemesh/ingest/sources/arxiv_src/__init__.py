@@ -6,6 +6,7 @@
 * :mod:`.ghostscript` -- EPS/PS rasterisation in a sandboxed Ghostscript;
 * :mod:`.metadata` -- ids from package names, ``.abs`` records, the snapshot;
 * :mod:`.package` -- :func:`ingest_package`, the pure per-package step;
+* :mod:`.raster_pool` -- a package's PostScript figures in parallel, under one time budget;
 * :mod:`.ingest` -- :func:`ingest_arxiv`, parallel + resumable orchestration into a collection.
 """
 

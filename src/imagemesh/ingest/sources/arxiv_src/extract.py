@@ -191,11 +191,14 @@ class _Extractor:
         self.budget = _Budget(limits)
         self.limits = limits
         self.result = result
+        self._n_nested = 0
 
     def _record(self, target: Path) -> None:
         self.result.files.append(target.relative_to(self.dest).as_posix())
 
     def _prepare(self, name: str, base: PurePosixPath, is_dir: bool) -> Path | None:
+        if is_dir and name and not [p for p in name.split("/") if p not in ("", ".")]:
+            return None  # "." / "./": the archive's own root (``tar czf p.tar.gz -C dir .``), nothing to do
         rel, why = safe_member_path(name, self.limits)
         if rel is None:
             self.result.skipped.append({"name": name.encode("utf-8", "backslashreplace").decode(), "reason": why})
@@ -324,19 +327,29 @@ class _Extractor:
             self.result.skipped.append({"name": rel, "reason": f"archive nested deeper than {self.limits.max_depth} levels"})
             return
         base = PurePosixPath(rel).parent
+        # Moved aside first, so a member with the archive's own name (figs.tar.gz inside
+        # figs.tar.gz) is extracted, not refused as a duplicate. No member can take the
+        # aside name: member names with a backslash are refused (safe_member_path).
+        self._n_nested += 1
+        aside = self.dest / f".nested\\{self._n_nested}"
+        os.replace(t, aside)
+        self.result.files.remove(rel)
         try:
             if kind == "zip":
-                self.zip(t, base, depth + 1)
+                self.zip(aside, base, depth + 1)
             else:
-                with open(t, "rb") as f:
+                with open(aside, "rb") as f:
                     self.tar(f, base, depth + 1)
         except ExtractError as e:
             if "bomb" in str(e) or "limit" in str(e):
+                aside.unlink(missing_ok=True)
                 raise
             self.result.errors.append(f"nested archive {rel}: {e}")
-            return
-        self.result.files.remove(rel)
-        t.unlink()
+            if not t.exists():  # keep the unreadable archive as a plain file, as before
+                os.replace(aside, t)
+                self.result.files.append(rel)
+                return
+        aside.unlink(missing_ok=True)
 
 
 def _gunzip_limited(src: Path, dst: Path, budget: _Budget) -> int:

@@ -36,7 +36,7 @@ from imagemesh.ingest.sources.arxiv_src.package import RESULT_FORMAT, IngestLimi
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ingest_arxiv", "IngestReport", "expand_sources", "items_from_results", "format_table"]
+__all__ = ["ingest_arxiv", "IngestReport", "NothingIngested", "expand_sources", "items_from_results", "format_table", "format_summary"]
 
 _BULK_MEMBER = re.compile(r"^(?:\./)?\d{4}/[^/]+\.(?:gz|pdf|tar|tgz)$")
 
@@ -53,10 +53,26 @@ class IngestReport:
     build: dict[str, Any] | None = None
     seconds: float = 0.0
 
+    error: str | None = None
+
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["out"] = str(self.out)
         return d
+
+
+class NothingIngested(ValueError):
+    """No image of any package could be ingested (every package rejected, or none had a
+    figure that rasterised), and there is no existing collection to keep.
+
+    Attributes:
+        report: the :class:`IngestReport` (also written to ``out/ingest-report.json``),
+            with every package's outcome and reasons.
+    """
+
+    def __init__(self, report: IngestReport) -> None:
+        self.report = report
+        super().__init__(report.error or "no image could be ingested")
 
 
 def _is_bulk_tar(path: Path) -> bool:
@@ -209,7 +225,9 @@ def ingest_arxiv(
         An :class:`IngestReport` (also written to ``out/ingest-report.json``).
 
     Raises:
-        ValueError: no image at all could be ingested (from the build).
+        NothingIngested: (a ``ValueError``) no package gave an image and ``out`` holds no
+            collection yet; the report is written first and carried by the exception.
+        ValueError: the build failed (e.g. an embedding that differs from the collection's).
     """
     t0 = time.perf_counter()
     out = Path(out)
@@ -278,16 +296,38 @@ def ingest_arxiv(
     counts["items"] = len(items)
     report = IngestReport(out=out, packages=[_summary(p) for p in packages], counts=counts,
                           problems=[p.to_dict() for p in problems], metadata_problems=md_problems)
-    if build:
+    append = (out / "manifest.json").is_file()
+    if build and not items and not append:
+        report.error = _nothing_message(counts, len(problems))
+    elif build:
         from imagemesh.ingest.build import BuildOptions, build_collection
 
         opts = build_options or BuildOptions()
-        append = (out / "manifest.json").is_file()
         breport = build_collection(None, out, opts, registries, items=items, problems=problems, append=append)
         report.build = breport.to_dict()
     report.seconds = round(time.perf_counter() - t0, 2)
     atomic_write_bytes(out / "ingest-report.json", json.dumps(report.to_dict(), indent=1, ensure_ascii=False).encode("utf-8"))
+    if report.error:
+        raise NothingIngested(report)
     return report
+
+
+def _nothing_message(counts: dict[str, int], n_problems: int) -> str:
+    n = counts["ok"] + counts["partial"] + counts["rejected"]
+    if n == 0:
+        return "no package to ingest" + (f" ({n_problems} source problem(s))" if n_problems else "")
+    if counts["rejected"] == n:
+        return f"no images: all {n} package(s) were rejected (the reasons are in the per-package report)"
+    return (f"no images: {counts['rejected']} of {n} package(s) rejected, and no figure of the other "
+            f"{n - counts['rejected']} could be rasterised (the reasons are in the per-package report)")
+
+
+def format_summary(report: IngestReport) -> str:
+    """The one-line summary of an ingest (package outcomes and graphics counts)."""
+    c = report.counts
+    return (f"packages: {c['ok']} ok, {c['partial']} partial, {c['rejected']} rejected; "
+            f"graphics: {c['graphics_referenced']} referenced, {c['rasterised']} rasterised, {c['rasterised_with_caption']} with caption; "
+            f"{c['unreferenced_files']} unreferenced image file(s)")
 
 
 def _summary(p: dict[str, Any]) -> dict[str, Any]:

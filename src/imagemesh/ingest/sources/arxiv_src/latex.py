@@ -1,94 +1,130 @@
 """LaTeX side of an arXiv source package: figures, graphics and captions (files, ``\\input`` and
 graphic lookup: :mod:`imagemesh.ingest.sources.arxiv_src.texfiles`).
 
-Parsing uses pylatexenc (a maintained LaTeX parser) for figure bodies and for turning
-captions into plain text (math kept readable: ``$\\alpha_1$`` -> ``α_1``). Around it,
-small text passes that pylatexenc does not do: comment stripping, ``\\input``/
-``\\include``/``\\import`` inlining, ``\\graphicspath``, zero-argument ``\\newcommand``/
-``\\def`` expansion in captions, and the "Figure captions:" lists of journal-style
-submissions (used when a figure's own ``\\caption`` is empty).
+Parsing uses pylatexenc (a maintained LaTeX parser) for figure bodies, for the arguments
+of front-matter macros and for turning captions, titles and names into plain text (math
+kept readable: ``$\\alpha_1$`` -> ``α_1``; ``\\href{url}{text}`` -> ``text``; ``changes``
+markup resolved to the new text; ``\\thanks``, ``\\corref``, ... dropped). Around it,
+small text passes that pylatexenc does not do: ``\\graphicspath``, zero-argument
+``\\newcommand``/``\\def`` expansion in captions, and the "Figure captions:" lists of
+journal-style submissions (used when a figure's own ``\\caption`` is empty).
 
-Figures are numbered in document order of the float environments (``figure``,
-``figure*``, ``wrapfigure``, ``SCfigure``, ``sidewaysfigure``, ...), which is LaTeX's own
-numbering whenever every figure has a caption. Each graphic inside a figure with more
-than one graphic gets a sub-figure index (1, 2, ...), and the caption of its
-``\\subfigure``/``\\subfloat``/``subfigure`` environment/``minipage`` if it has one.
+Figures are numbered the way LaTeX's figure counter runs: one number per float
+environment (``figure``, ``figure*``, ``wrapfigure``, ``SCfigure``, ``sidewaysfigure``,
+...), except that a float carrying ``\\ContinuedFloat`` (caption package; also
+``\\contcaption``, ``\\captcont``) continues the previous figure: its graphics share that
+number and the group's caption. Each graphic inside a figure with more than one graphic
+gets a sub-figure index (1, 2, ... across a continued group), and the caption of its
+``\\subfigure``/``\\subfloat``/``\\subcaptionbox``/``subfigure`` environment/``minipage``
+if it has one. Rotations (``angle=``, ``\\rotatebox``, ``sideways``) are recorded so the
+rasterised figure can be turned the way LaTeX turns it on the page.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from pylatexenc import latex2text as l2t
 from pylatexenc import latexwalker as lw
 from pylatexenc import macrospec as ms
-from pylatexenc.latex2text import LatexNodes2Text
 
 __all__ = [
     "GraphicRef",
     "LatexDocument",
     "parse_document",
     "latex_to_text",
+    "split_author_names",
 ]
 
 FIGURE_ENVS = ("figure", "figure*", "wrapfigure", "wrapfigure*", "SCfigure", "SCfigure*", "sidewaysfigure",
                "sidewaysfigure*", "floatingfigure", "figwindow", "subfigure*")
 SUB_ENVS = ("subfigure", "minipage", "subfloat")
+#: floats that LaTeX turns by 90° as a whole, caption included (rotating package)
+SIDEWAYS_FLOATS = ("sidewaysfigure", "sidewaysfigure*")
 
-_GRAPHIC_MACROS = {"includegraphics", "epsfig", "psfig", "epsfbox", "epsffile", "plotone", "plottwo", "includegraphic"}
+_GRAPHIC_MACROS = {"includegraphics", "epsfig", "psfig", "epsfbox", "epsffile", "plotone", "plottwo", "includegraphic", "special"}
+_CONTINUED = ("ContinuedFloat", "continuedfloat")  # caption package (lower case since 2019)
+_CONT_CAPTIONS = ("contcaption", "captcont")  # ccaption, captcont: a continued float's caption
 _FIG_BEGIN = re.compile(r"\\begin\s*\{(" + "|".join(re.escape(e) for e in FIGURE_ENVS if not e.startswith("sub")) + r")\}")
-_GRAPHICSPATH = re.compile(r"\\graphicspath\s*\{((?:\s*\{[^{}]*\}\s*)+)\}")
 _OUTSIDE_GRAPHIC = re.compile(
-    r"\\(includegraphics\*?|epsfbox|epsffile|plotone)\s*(?:\[[^\]]*\]\s*)*\{([^{}]+)\}"
-    r"|\\(epsfig|psfig)\s*\{[^{}]*?(?:figure|file)\s*=\s*([^,}\s]+)"
+    r"\\(?P<cmd>includegraphics\*?|epsfbox|epsffile|plotone)\s*(?P<opts>(?:\[[^\]]*\]\s*)*)\{(?P<name>[^{}]+)\}"
+    r"|\\(?P<cmd2>epsfig|psfig)\s*\{(?P<spec>[^{}]*)\}"
 )
+_FLOAT = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
+_ANGLE = re.compile(r"(?:^|[\[,\s])angle\s*=\s*\{?\s*(" + _FLOAT + ")")
+_NUMBER = re.compile(r"^\s*(" + _FLOAT + r")\s*$")
+
+# sentinels for ``\and`` and line breaks in plain text (private-use code points)
+_AND = "\ue000"
+_BR = "\ue001"
+
+# argument specs (pylatexenc notation) of the macros that figures, markup and front matter use
+_MACRO_ARGS = {
+    # figures
+    "caption": "*[{", "captionof": "*{[{", "subcaption": "*[{", "subcaptionbox": "*[{[[{", "contcaption": "{",
+    "captcont": "*[{", "ContinuedFloat": "*", "continuedfloat": "*", "subfigure": "[[{", "subfloat": "[[{",
+    "sidesubfloat": "[[{", "includegraphics": "*[[{", "epsfig": "{", "psfig": "{", "epsfbox": "[{", "epsffile": "[{",
+    "plotone": "{", "plottwo": "{{", "special": "{", "label": "{", "resizebox": "*{{{", "scalebox": "{[{",
+    "rotatebox": "[{{", "turnbox": "{{",
+    # text markup: hyperref, changes
+    "href": "[{{", "added": "[{", "replaced": "[{{", "deleted": "[{", "highlight": "[{", "comment": "[{",
+    # front matter of article, revtex, elsarticle, authblk, IEEEtran, llncs, acmart, ICML, NeurIPS/ACL
+    "title": "[{", "author": "[{", "icmltitle": "{", "icmlauthor": "{{", "IEEEauthorblockN": "{",
+    "IEEEauthorblockA": "{", "IEEEauthorrefmark": "{", "thanks": "{", "corref": "{", "fnref": "{", "tnoteref": "{",
+    "thanksref": "{", "orcidlink": "{", "orcid": "{", "orcidID": "{", "email": "[{", "ead": "[{", "inst": "{",
+    "affiliation": "[{", "affil": "[{", "address": "[{", "institute": "{", "authornote": "{", "authornotemark": "[",
+    "and": "", "And": "", "AND": "",
+}
+_ENV_ARGS = {"subfigure": "[[{", "minipage": "[[[{", "wrapfigure": "[{[{", "wrapfigure*": "[{[{", "turn": "{", "rotate": "{"}
+
+# their plain text: link text, the new text of revision markup, the TeX logos, author separators
+_MACRO_TEXT = {
+    "href": "%(3)s", "added": "%(2)s", "replaced": "%(2)s", "highlight": "%(2)s", "TeX": "TeX", "LaTeX": "LaTeX",
+    "LaTeXe": "LaTeX2e", "BibTeX": "BibTeX", "icmlauthor": "%(1)s", "IEEEauthorblockN": "%(1)s",
+    "and": _AND, "And": _AND, "AND": _AND,  # \And, \AND: NeurIPS, ACL, JMLR
+    "addr": _BR, "\\": _BR, "newline": _BR,  # \addr: JMLR's address follows the name
+}
+# ... and nothing for notes, references to notes, affiliations, addresses, e-mail, ORCID, deleted text
+_DISCARD = ("thanks", "footnote", "footnotemark", "corref", "fnref", "tnoteref", "thanksref", "orcidlink", "orcid", "orcidID",
+            "email", "ead", "inst", "IEEEauthorrefmark", "IEEEauthorblockA", "affiliation", "affil", "address",
+            "institute", "authornote", "authornotemark", "deleted", "comment")
 
 
 def _context_db() -> ms.LatexContextDb:
+    """pylatexenc's default macro table plus :data:`_MACRO_ARGS` (so that the arguments of
+    the figure, markup and front-matter macros real papers use parse as arguments)."""
     db = lw.get_default_latex_context_db()
     db.add_context_category(
-        "imagemesh-figures",
-        prepend=True,
-        macros=[
-            ms.MacroSpec("caption", "*[{"),
-            ms.MacroSpec("captionof", "*{[{"),
-            ms.MacroSpec("subcaption", "*[{"),
-            ms.MacroSpec("subcaptionbox", "*[{[[["),
-            ms.MacroSpec("subfigure", "[[{"),
-            ms.MacroSpec("subfloat", "[[{"),
-            ms.MacroSpec("sidesubfloat", "[[{"),
-            ms.MacroSpec("includegraphics", "*[[{"),
-            ms.MacroSpec("epsfig", "{"),
-            ms.MacroSpec("psfig", "{"),
-            ms.MacroSpec("epsfbox", "[{"),
-            ms.MacroSpec("epsffile", "[{"),
-            ms.MacroSpec("plotone", "{"),
-            ms.MacroSpec("plottwo", "{{"),
-            ms.MacroSpec("label", "{"),
-            ms.MacroSpec("resizebox", "*{{{"),
-            ms.MacroSpec("scalebox", "{[{"),
-            ms.MacroSpec("rotatebox", "[{{"),
-        ],
-        environments=[
-            ms.EnvironmentSpec("subfigure", "[[{"),
-            ms.EnvironmentSpec("minipage", "[[[{"),
-            ms.EnvironmentSpec("wrapfigure", "[{[{"),
-            ms.EnvironmentSpec("wrapfigure*", "[{[{"),
-        ],
+        "imagemesh-figures", prepend=True,
+        macros=[ms.MacroSpec(name, args) for name, args in _MACRO_ARGS.items()],
+        environments=[ms.EnvironmentSpec(name, args) for name, args in _ENV_ARGS.items()],
     )
     return db
 
 
-_DB: ms.LatexContextDb | None = None
-_L2T: LatexNodes2Text | None = None
+def _text_context_db() -> ms.LatexContextDb:
+    """latex2text's default replacements plus :data:`_MACRO_TEXT` and :data:`_DISCARD`."""
+    db = l2t.get_default_latex_context_db()
+    db.add_context_category(
+        "imagemesh-text", prepend=True,
+        macros=[l2t.MacroTextSpec(name, text) for name, text in _MACRO_TEXT.items()]
+        + [l2t.MacroTextSpec(name, discard=True) for name in _DISCARD],
+    )
+    return db
 
 
+@functools.cache
 def _db() -> ms.LatexContextDb:
-    global _DB
-    if _DB is None:
-        _DB = _context_db()
-    return _DB
+    return _context_db()
+
+
+@functools.cache
+def _l2t() -> l2t.LatexNodes2Text:
+    return l2t.LatexNodes2Text(latex_context=_text_context_db(), math_mode="text", strict_latex_spaces=False)
 
 
 def _balanced(text: str, i: int) -> tuple[str, int] | None:
@@ -116,8 +152,14 @@ def _balanced(text: str, i: int) -> tuple[str, int] | None:
 class GraphicRef:
     """One graphic referenced by the LaTeX source.
 
-    ``figure``: ordinal of its float environment (None outside figures);
-    ``subfigure``: 1-based index among the graphics of that figure (None if it is the only one).
+    ``figure``: the figure number LaTeX gives its float (None outside figures);
+    ``subfigure``: 1-based index among the graphics of that figure (None if it is the only one);
+    ``rotate``: degrees counterclockwise (0-359) that LaTeX turns the graphic relative to its
+    caption (``angle=``, ``\\rotatebox``, ``sideways``/``turn`` inside the float): the raster
+    must be turned the same way to look as it does in the paper;
+    ``float_rotate``: degrees the whole float is turned on the page (``sidewaysfigure``): the
+    caption turns with it, so the graphic is already upright relative to its caption and
+    this is page layout only.
     """
 
     name: str
@@ -127,6 +169,8 @@ class GraphicRef:
     subcaption: str | None = None
     label: str | None = None
     command: str = "includegraphics"
+    rotate: int = 0
+    float_rotate: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -171,18 +215,22 @@ def _expand_macros(s: str, macros: dict[str, str]) -> str:
     return s
 
 
-def latex_to_text(s: str, macros: dict[str, str] | None = None) -> str:
-    """LaTeX fragment -> one line of plain text (math converted to readable Unicode)."""
-    global _L2T
-    if _L2T is None:
-        _L2T = LatexNodes2Text(math_mode="text", strict_latex_spaces=False)
+def _plain(s: str, macros: dict[str, str] | None = None) -> str:
+    """LaTeX fragment -> text, keeping ``\\and`` and line breaks as the sentinels ``_AND``/``_BR``."""
     s = _expand_macros(s, macros or {})
     s = re.sub(r"\\label\s*\{[^{}]*\}", "", s)
     try:
-        text = _L2T.latex_to_text(s, tolerant_parsing=True)
+        text: str = _l2t().latex_to_text(s, latex_context=_db(), tolerant_parsing=True)
     except Exception:  # pylatexenc on hostile input: fall back to the source text
         text = re.sub(r"\\[A-Za-z]+\*?", " ", s).replace("{", "").replace("}", "")
-    return " ".join(text.replace("\xa0", " ").split())
+    return text.replace("\xa0", " ")
+
+
+def latex_to_text(s: str, macros: dict[str, str] | None = None) -> str:
+    """LaTeX fragment -> one line of plain text (math converted to readable Unicode,
+    links to their text, revision markup to the revised text, notes dropped)."""
+    text = _plain(s, macros).replace(_AND, " and ").replace(_BR, " ")
+    return " ".join(text.split())
 
 
 def _verbatim(node: Any) -> str:
@@ -190,7 +238,7 @@ def _verbatim(node: Any) -> str:
         return ""
     if isinstance(node, lw.LatexGroupNode):
         return "".join(n.latex_verbatim() for n in node.nodelist)
-    return node.latex_verbatim()
+    return str(node.latex_verbatim())
 
 
 def _args(node: Any) -> list[Any]:
@@ -198,76 +246,143 @@ def _args(node: Any) -> list[Any]:
     return list(d.argnlist) if d is not None and d.argnlist else []
 
 
-def _graphic_names(node: lw.LatexMacroNode) -> list[str]:
+def _children(node: Any) -> list[Any]:
+    return list(node.nodelist) if isinstance(node, lw.LatexGroupNode) else [node]
+
+
+def _degrees(number: str) -> float:
+    """An angle in degrees reduced to [0, 360) (0 for what is no finite number, e.g. ``1e999``)."""
+    value = float(number)
+    return value % 360 if math.isfinite(value) else 0.0
+
+
+def _number(node: Any) -> float:
+    """The angle in a macro argument such as ``\\rotatebox{-90}`` (0 when it is not a literal)."""
+    m = _NUMBER.match(_verbatim(node))
+    return _degrees(m.group(1)) if m else 0.0
+
+
+def _angle(options: str) -> float:
+    """The ``angle=`` of a graphicx/epsfig key list (0 if none)."""
+    m = _ANGLE.search(options)
+    return _degrees(m.group(1)) if m else 0.0
+
+
+def _strip_subfix(s: str) -> str:
+    """``\\subfix{path}`` (subfiles package) -> ``path``."""
+    return re.sub(r"\\subfix\s*\{([^{}]*)\}", r"\1", s)
+
+
+def _graphic_names(node: lw.LatexMacroNode) -> tuple[list[str], float]:
+    """File names a graphics macro includes, and the ``angle=`` it turns them by."""
     name = node.macroname
     args = _args(node)
     if name in ("epsfig", "psfig"):
         spec = _verbatim(args[0]) if args else ""
         m = re.search(r"(?:figure|file)\s*=\s*([^,]+)", spec)
-        return [m.group(1).strip()] if m else []
+        return ([m.group(1).strip()] if m else []), _angle(spec)
+    if name == "special":  # dvips: \special{psfile=fig.ps hscale=50 vscale=50 angle=-90}
+        spec = _verbatim(args[0]) if args else ""
+        m = re.match(r"\s*psfile\s*=\s*\"?([^\s\"{}]+)", spec)
+        return ([m.group(1)] if m else []), _angle(spec)
     if name == "plottwo":
-        return [_verbatim(a).strip() for a in args[:2] if a is not None]
+        return [_verbatim(a).strip() for a in args[:2] if a is not None], 0.0
     if not args or args[-1] is None:
-        return []
-    return [_verbatim(args[-1]).strip()]
+        return [], 0.0
+    angle = 0.0
+    if name == "includegraphics" and len(args) >= 3 and args[1] is not None and args[2] is None:
+        angle = _angle(_verbatim(args[1]))  # [keys]; two optional arguments are a bounding box
+    return [_strip_subfix(_verbatim(args[-1])).strip()], angle
 
 
-class _Fig:
-    def __init__(self, number: int | None) -> None:
-        self.number = number
-        # (name, command, sub-figure slot: a one-element list holding its caption, or None)
-        self.items: list[tuple[str, str, list[str | None] | None]] = []
-        self.caption: str | None = None
-        self.label: str | None = None
+@dataclass
+class _Item:
+    name: str
+    command: str
+    slot: list[str | None] | None  # the sub-figure's caption holder (shared by its graphics), or None
+    rotate: float
 
 
-def _walk(nodes: Iterable[Any], fig: _Fig, sub: list[str | None] | None) -> None:
+@dataclass
+class _Float:
+    """One float environment as found: its graphics, caption, label and continuation mark."""
+
+    env: str
+    items: list[_Item] = field(default_factory=list)
+    caption: str | None = None
+    label: str | None = None
+    continued: bool = False
+    loose_subcaptions: list[str] = field(default_factory=list)
+
+
+def _walk(nodes: Iterable[Any], fig: _Float, sub: list[str | None] | None, rot: float) -> None:
     for n in nodes:
         if n is None:
             continue
         if isinstance(n, lw.LatexMacroNode):
-            name = n.macroname
-            args = _args(n)
-            if name in _GRAPHIC_MACROS:
-                for g in _graphic_names(n):
-                    if g:
-                        fig.items.append((g, name, sub))
-                continue
-            if name in ("caption", "subcaption", "captionof"):
-                cap = _verbatim(args[-1]) if args and args[-1] is not None else ""
-                if sub is not None:
-                    if sub[0] is None:
-                        sub[0] = cap
-                elif fig.caption is None:
-                    fig.caption = cap
-                continue
-            if name == "label":
-                if fig.label is None and sub is None and args and args[0] is not None:
-                    fig.label = _verbatim(args[0]).strip()
-                continue
-            if name in ("subfigure", "subfloat", "sidesubfloat", "subcaptionbox"):
-                if name == "subcaptionbox":
-                    cap_arg = args[1] if len(args) > 1 else None
-                    body = args[-1] if args else None
-                else:
-                    cap_arg = args[1] if len(args) > 1 and args[1] is not None else (args[0] if args else None)
-                    body = args[-1] if args else None
-                slot: list[str | None] = [_verbatim(cap_arg) if cap_arg is not None else None]
-                if body is not None:
-                    _walk(body.nodelist if isinstance(body, lw.LatexGroupNode) else [body], fig, slot)
-                continue
-            for a in args:  # \resizebox{..}{..}{\includegraphics{..}}, \centerline{...}
-                if a is not None:
-                    _walk(a.nodelist if isinstance(a, lw.LatexGroupNode) else [a], fig, sub)
-            continue
-        if isinstance(n, lw.LatexEnvironmentNode):
-            if n.environmentname in SUB_ENVS:
-                _walk(n.nodelist, fig, [None])
+            _walk_macro(n, fig, sub, rot)
+        elif isinstance(n, lw.LatexEnvironmentNode):
+            env = n.environmentname
+            if env in SUB_ENVS:
+                _walk(n.nodelist, fig, [None], rot)
+            elif env == "sideways":
+                _walk(n.nodelist, fig, sub, rot + 90)
+            elif env in ("turn", "rotate"):
+                args = _args(n)
+                _walk(n.nodelist, fig, sub, rot + (_number(args[0]) if args else 0.0))
             else:
-                _walk(n.nodelist, fig, sub)
-            continue
-        if isinstance(n, (lw.LatexGroupNode, lw.LatexMathNode)):
-            _walk(n.nodelist, fig, sub)
+                _walk(n.nodelist, fig, sub, rot)
+        elif isinstance(n, (lw.LatexGroupNode, lw.LatexMathNode)):
+            _walk(n.nodelist, fig, sub, rot)
+
+
+def _walk_macro(n: lw.LatexMacroNode, fig: _Float, sub: list[str | None] | None, rot: float) -> None:
+    name = n.macroname
+    args = _args(n)
+    if name in _GRAPHIC_MACROS:
+        names, angle = _graphic_names(n)
+        fig.items.extend(_Item(g, name, sub, rot + angle) for g in names if g)
+        return
+    if name in _CONTINUED:
+        if not (args and args[0] is not None):  # \ContinuedFloat* marks the first part of a sequence
+            fig.continued = True
+        return
+    if name in ("caption", "captionof", "subcaption") + _CONT_CAPTIONS:
+        cap = _verbatim(args[-1]) if args and args[-1] is not None else ""
+        if name in _CONT_CAPTIONS:
+            fig.continued = True
+        if name == "captionof" and len(args) > 1 and _verbatim(args[1]).strip() in ("subfigure", "subfloat"):
+            name = "subcaption"  # \captionof{subfigure}{..}
+        if sub is not None:
+            if sub[0] is None:
+                sub[0] = cap
+        elif name == "subcaption":  # e.g. in a tabular cell below its graphic
+            fig.loose_subcaptions.append(cap)
+        elif fig.caption is None:
+            fig.caption = cap
+        return
+    if name == "label":
+        if fig.label is None and sub is None and args and args[0] is not None:
+            fig.label = _verbatim(args[0]).strip()
+        return
+    if name in ("subfigure", "subfloat", "sidesubfloat", "subcaptionbox"):
+        if name == "subcaptionbox":  # \subcaptionbox[list entry]{caption}[width][pos]{body}
+            cap_arg = args[2] if len(args) > 2 else None
+        else:  # \subfloat[list entry][caption]{body}
+            cap_arg = args[1] if len(args) > 1 and args[1] is not None else (args[0] if args else None)
+        body = args[-1] if args else None
+        slot: list[str | None] = [_verbatim(cap_arg) if cap_arg is not None else None]
+        if body is not None:
+            _walk(_children(body), fig, slot, rot)
+        return
+    if name in ("rotatebox", "turnbox") and len(args) >= 2:
+        angle_arg, body = (args[1], args[2] if len(args) > 2 else None) if name == "rotatebox" else (args[0], args[1])
+        if body is not None:
+            _walk(_children(body), fig, sub, rot + _number(angle_arg))
+        return
+    for a in args:  # \resizebox{..}{..}{\includegraphics{..}}, \centerline{...}
+        if a is not None:
+            _walk(_children(a), fig, sub, rot)
 
 
 def _env_end(text: str, name: str, start: int) -> int:
@@ -282,6 +397,48 @@ def _env_end(text: str, name: str, start: int) -> int:
 
 
 _CAPTION_LIST = re.compile(r"(?:^|\n)[ \t]*(?:\\noindent\s*)?(?:\\(?:textbf|bf|it)\s*\{?\s*)?(?:Fig\.|FIG\.|Figure|FIGURE)\s*~?(\d{1,3})\s*\}?\s*[:.]\s*(.+?)(?=\n[ \t]*\n|\\end\{document\}|$)", re.S)
+_CONTINUED_STUB = re.compile(r"^\W*(?:\w+\W+){0,2}(?:cont(?:inued|\.|'d)?|contd\.?)\W*$", re.I)
+
+
+def _graphicspath(text: str) -> list[str]:
+    """Every folder of every ``\\graphicspath{{a/}{b/}}`` (``\\subfix{..}`` unwrapped)."""
+    out: list[str] = []
+    for m in re.finditer(r"\\graphicspath\s*(?=\{)", text):
+        g = _balanced(text, m.end())
+        if g is None:
+            continue
+        inner, i = g[0], 0
+        while i < len(inner):
+            entry = _balanced(inner, i) if inner[i] == "{" else None
+            if entry is None:
+                i += 1
+                continue
+            p = _strip_subfix(entry[0]).strip()
+            if p:
+                out.append(p)
+            i = entry[1]
+    return out
+
+
+def _parse_float(text: str, env: str, problems: list[str], index: int) -> _Float:
+    fig = _Float(env)
+    try:
+        w = lw.LatexWalker(text, latex_context=_db(), tolerant_parsing=True)
+        nodes, _, _ = w.get_latex_nodes()
+        _walk(nodes, fig, None, 0.0)
+    except Exception as e:  # pragma: no cover - pylatexenc is tolerant; keep going
+        problems.append(f"figure environment {index}: cannot parse: {type(e).__name__}: {e}")
+    unslotted = [it for it in fig.items if it.slot is None]
+    if fig.loose_subcaptions and len(fig.loose_subcaptions) == len(unslotted):
+        for it, cap in zip(unslotted, fig.loose_subcaptions):
+            it.slot = [cap]
+    return fig
+
+
+def _group_caption(captions: list[str]) -> str:
+    """The caption of a continued group: the fullest of its floats' captions."""
+    real = [c for c in captions if c and not _CONTINUED_STUB.match(c)]
+    return max(real, key=len) if real else next((c for c in captions if c), "")
 
 
 def parse_document(text: str) -> LatexDocument:
@@ -290,69 +447,186 @@ def parse_document(text: str) -> LatexDocument:
     doc = LatexDocument()
     macros = _macros(text)
     body_start = text.find("\\begin{document}")
-    for m in _GRAPHICSPATH.finditer(text):
-        doc.graphicspath.extend(p.strip() for p in re.findall(r"\{([^{}]*)\}", m.group(1)) if p.strip())
+    doc.graphicspath = _graphicspath(text)
     caption_list = {int(m.group(1)): m.group(2) for m in _CAPTION_LIST.finditer(text[max(body_start, 0):])}
 
     pos = 0
-    figure_no = 0
     outside: list[str] = []
+    groups: list[list[_Float]] = []
     while True:
         begin = _FIG_BEGIN.search(text, pos)
-        chunk_end = begin.start() if begin else len(text)
-        outside.append(text[pos:chunk_end])
+        outside.append(text[pos:begin.start() if begin else len(text)])
         if not begin:
             break
         end = _env_end(text, begin.group(1), begin.end())
-        figure_no += 1
-        fig = _Fig(figure_no)
-        try:
-            w = lw.LatexWalker(text[begin.start():end], latex_context=_db(), tolerant_parsing=True)
-            nodes, _, _ = w.get_latex_nodes()
-            _walk(nodes, fig, None)
-        except Exception as e:  # pragma: no cover - pylatexenc is tolerant; keep going
-            doc.problems.append(f"figure {figure_no}: cannot parse: {type(e).__name__}: {e}")
-        cap = latex_to_text(fig.caption, macros) if fig.caption is not None else ""
-        if not cap and figure_no in caption_list:
-            cap = latex_to_text(caption_list[figure_no], macros)
-        k = len(fig.items)
-        for i, (name, cmd, slot) in enumerate(fig.items, 1):
-            sc = latex_to_text(slot[0], macros) if slot and slot[0] else None
-            doc.graphics.append(GraphicRef(
-                name=name, figure=figure_no, subfigure=i if k > 1 else None,
-                caption=cap or sc or None, subcaption=sc or None, label=fig.label, command=cmd,
-            ))
+        fig = _parse_float(text[begin.start():end], begin.group(1), doc.problems, len(outside))
+        if fig.continued and groups:
+            groups[-1].append(fig)
+        else:
+            groups.append([fig])
         pos = end
-    doc.n_figures = figure_no
+    for figure_no, group in enumerate(groups, 1):
+        _add_group(doc, figure_no, group, macros, caption_list)
+    doc.n_figures = len(groups)
     # graphics outside float environments (title-page logos, inline plots): no figure, no caption
     for chunk in outside:
         for g in _OUTSIDE_GRAPHIC.finditer(chunk):
-            name = (g.group(2) or g.group(4) or "").strip()
+            if g.group("cmd"):
+                name, cmd, angle = _strip_subfix(g.group("name")).strip(), g.group("cmd").rstrip("*"), _angle(g.group("opts"))
+            else:
+                spec = g.group("spec")
+                m = re.search(r"(?:figure|file)\s*=\s*([^,}\s]+)", spec)
+                name, cmd, angle = (m.group(1).strip() if m else ""), g.group("cmd2"), _angle(spec)
             if name:
-                doc.graphics.append(GraphicRef(name=name, figure=None, command=(g.group(1) or g.group(3)).rstrip("*")))
-
-    t = re.search(r"\\title\s*(?:\[[^\]]*\])?\s*(?=\{)", text)
-    if t:
-        body = _balanced(text, t.end())
-        if body:
-            doc.title = latex_to_text(re.sub(r"\\(thanks|footnote)\s*\{[^{}]*\}", "", body[0]), macros) or None
-    for a in re.finditer(r"\\author\s*(?:\[[^\]]*\])?\s*(?=\{)", text):
-        body = _balanced(text, a.end())
-        if body:
-            raw = re.sub(r"\\(thanks|footnote|email|affiliation|inst|IEEEauthorrefmark)\s*\{[^{}]*\}", "", body[0])
-            for part in re.split(r"\\and\b|\\\\|,\s*and\s+|\s+and\s+|,", raw):
-                name = latex_to_text(part, macros).strip(" ,;*")
-                if name and len(name) < 100 and name not in doc.authors:
-                    doc.authors.append(name)
-    ab = re.search(r"\\begin\s*\{abstract\}(.*?)\\end\s*\{abstract\}", text, re.S)
-    if ab:
-        doc.abstract = latex_to_text(ab.group(1), macros) or None
-    else:
-        ab2 = re.search(r"\\abstract\s*(?=\{)", text)
-        if ab2:
-            body = _balanced(text, ab2.end())
-            if body:
-                doc.abstract = latex_to_text(body[0], macros) or None
+                doc.graphics.append(GraphicRef(name=name, figure=None, command=cmd, rotate=round(angle) % 360))
+    doc.title = _title(text, macros)
+    doc.authors = _authors(text, macros)
+    doc.abstract = _abstract(text, macros)
     return doc
 
 
+def _add_group(doc: LatexDocument, figure_no: int, group: list[_Float], macros: dict[str, str],
+               caption_list: dict[int, str]) -> None:
+    """The graphics of one figure number (one float, or a ``\\ContinuedFloat`` group)."""
+    caps = [latex_to_text(f.caption, macros) if f.caption is not None else "" for f in group]
+    group_cap = _group_caption(caps)
+    if not group_cap and figure_no in caption_list:
+        group_cap = latex_to_text(caption_list[figure_no], macros)
+    group_label = next((f.label for f in group if f.label), None)
+    k = sum(len(f.items) for f in group)
+    i = 0
+    for f, own in zip(group, caps):
+        cap = own if own and not _CONTINUED_STUB.match(own) else group_cap
+        float_rotate = 90 if f.env in SIDEWAYS_FLOATS else 0
+        for it in f.items:
+            i += 1
+            sc = latex_to_text(it.slot[0], macros) if it.slot and it.slot[0] else None
+            doc.graphics.append(GraphicRef(
+                name=it.name, figure=figure_no, subfigure=i if k > 1 else None,
+                caption=cap or sc or None, subcaption=sc or None, label=f.label or group_label, command=it.command,
+                rotate=round(it.rotate) % 360, float_rotate=float_rotate,
+            ))
+
+
+# -- front matter -----------------------------------------------------------------------------
+
+_TITLE = re.compile(r"\\(?:title|icmltitle)\s*(?=[\[{])")
+_AUTHOR = re.compile(r"\\(author|icmlauthor)\s*(?=[\[{])")
+_FRONT_MATTER_CHARS = 20_000
+_NAME_SUFFIX = re.compile(r"^(?:Jr|Sr|Jnr|Snr)\.?$|^(?:II|III|IV|V)$")
+_NAME_SEP = re.compile(r"[()\[\]]|,|;|&|\band\b|" + _AND)
+
+
+def _macro_at(text: str, pos: int) -> Any:
+    """The macro node (with its arguments, per :func:`_db`) that starts at ``text[pos]``;
+    arguments are read from at most :data:`_FRONT_MATTER_CHARS` characters (an unclosed
+    ``\\title{`` must not make the rest of the paper a title)."""
+    try:
+        w = lw.LatexWalker(text[pos:pos + _FRONT_MATTER_CHARS], latex_context=_db(), tolerant_parsing=True)
+        nodes, _, _ = w.get_latex_nodes(pos=0, read_max_nodes=1)
+    except Exception:  # pragma: no cover - tolerant parsing
+        return None
+    return nodes[0] if nodes and isinstance(nodes[0], lw.LatexMacroNode) else None
+
+
+def _title(text: str, macros: dict[str, str]) -> str | None:
+    """The (long) title: ``\\title[short]{long}`` or ICML's ``\\icmltitle{..}``."""
+    for m in _TITLE.finditer(text):
+        node = _macro_at(text, m.start())
+        args = _args(node)
+        if args and args[-1] is not None:
+            title = latex_to_text(_verbatim(args[-1]), macros)
+            if title and "#" not in title and len(title) <= 1000:  # longer: an unclosed brace
+                return title
+    return None
+
+
+def split_author_names(text: str) -> list[str]:
+    """A plain-text author list -> names: split on commas, semicolons, ``&`` and "and",
+    but not inside parentheses or brackets (affiliations), and keep ``, Jr.``/``, III``
+    with the name before it."""
+    parts: list[str] = []
+    depth = 0
+    start = 0
+    for m in _NAME_SEP.finditer(text):
+        tok = m.group(0)
+        if tok in "([":
+            depth += 1
+        elif tok in ")]":
+            depth = max(0, depth - 1)
+        elif depth == 0:
+            parts.append(text[start:m.start()])
+            start = m.end()
+    parts.append(text[start:])
+    names: list[str] = []
+    for p in parts:
+        p = " ".join(p.split()).strip(" ,;*†‡")
+        if not p:
+            continue
+        if names and _NAME_SUFFIX.match(p):
+            names[-1] += ", " + p
+        else:
+            names.append(p)
+    return names
+
+
+def _block_names(raw: str, macros: dict[str, str]) -> list[str]:
+    """Names in one ``\\author{..}`` argument: the first line of each ``\\and`` block (later
+    lines are affiliations and addresses), or the ``\\IEEEauthorblockN`` blocks."""
+    raw = re.sub(r"\$[^$]*\$|\\textsuperscript\s*\{[^{}]*\}", "", raw)  # affiliation marks
+    raw = re.sub(r"\\email\s+(?=[^\s{\[])[^\s{}\\]+", "", raw)  # JMLR's \email a@b.org, without braces
+    if "IEEEauthorblockN" in raw:
+        blocks = [_verbatim(_args(n)[0]) for n in _find_macros(raw, "IEEEauthorblockN") if _args(n)]
+        text = _AND.join(_plain(b, macros) for b in blocks)
+    else:
+        text = _plain(raw, macros)
+    names: list[str] = []
+    for block in text.split(_AND):
+        lines = [ln for ln in block.split(_BR) if ln.strip()]
+        if lines:
+            names.extend(split_author_names(lines[0]))
+    return names
+
+
+def _find_macros(raw: str, name: str) -> list[Any]:
+    try:
+        nodes, _, _ = lw.LatexWalker(raw, latex_context=_db(), tolerant_parsing=True).get_latex_nodes()
+    except Exception:  # pragma: no cover - tolerant parsing
+        return []
+    out: list[Any] = []
+    stack = list(nodes)
+    while stack:
+        n = stack.pop(0)
+        if isinstance(n, lw.LatexMacroNode) and n.macroname == name:
+            out.append(n)
+        elif isinstance(n, (lw.LatexGroupNode, lw.LatexEnvironmentNode)):
+            stack[:0] = list(n.nodelist)
+    return out
+
+
+def _authors(text: str, macros: dict[str, str]) -> list[str]:
+    """Author names from ``\\author`` (article, revtex, elsarticle, authblk's ``\\author[1]``,
+    IEEEtran's ``\\IEEEauthorblockN``) and ICML's ``\\icmlauthor{name}{affiliation}``."""
+    authors: list[str] = []
+    for m in _AUTHOR.finditer(text):
+        args = _args(_macro_at(text, m.start()))
+        if m.group(1) == "icmlauthor":
+            names = split_author_names(latex_to_text(_verbatim(args[0]), macros)) if args and args[0] is not None else []
+        else:
+            names = _block_names(_verbatim(args[-1]), macros) if args and args[-1] is not None else []
+        for name in names:
+            if name and len(name) < 100 and "#" not in name and name not in authors:
+                authors.append(name)
+    return authors
+
+
+def _abstract(text: str, macros: dict[str, str]) -> str | None:
+    ab = re.search(r"\\begin\s*\{abstract\}(.*?)\\end\s*\{abstract\}", text, re.S)
+    if ab:
+        return latex_to_text(ab.group(1), macros) or None
+    ab2 = re.search(r"\\abstract\s*(?=\{)", text)
+    if ab2:
+        body = _balanced(text, ab2.end())
+        if body:
+            return latex_to_text(body[0], macros) or None
+    return None

@@ -13,9 +13,9 @@ import re
 from pathlib import Path
 from typing import Any, Iterable
 
-from imagemesh.profiles.arxiv.records import ArxivId, MetadataRecord, Taxonomy, parse_arxiv_id, read_snapshot, record_from_snapshot
+from imagemesh.profiles.arxiv.records import ArxivId, MetadataRecord, Taxonomy, newer_record, parse_arxiv_id, read_snapshot, record_from_snapshot
 
-__all__ = ["arxiv_id_from_name", "read_abs", "read_metadata", "merge_record"]
+__all__ = ["arxiv_id_from_name", "read_abs", "read_metadata", "merge_record", "split_authors"]
 
 _SUFFIXES = re.compile(r"(\.(tar\.gz|tar\.bz2|tgz|tar|gz|zip|pdf|tex|bz2))+$", re.I)
 _OLD_FLAT = re.compile(r"^([a-z][a-z\-]*(?:\.[A-Z]{2})?)(\d{7}(?:v\d+)?)$")
@@ -39,6 +39,74 @@ def arxiv_id_from_name(name: str | None) -> ArxivId | None:
         return parse_arxiv_id(stem)
     except ValueError:
         return None
+
+
+#: name suffixes that follow a comma but belong to the name before it ("Smith, Jr.")
+_SUFFIX = re.compile(r"^(?:Jr|Sr|Jnr|Snr)\.?$|^(?:II|III|IV|V|VI)$", re.I)
+
+
+def _top_level_parts(text: str) -> list[str]:
+    """Split at commas, semicolons and the word "and" outside parentheses/brackets."""
+    parts: list[str] = []
+    depth = 0
+    cur: list[str] = []
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth = max(0, depth - 1)
+        if depth == 0:
+            if c in ",;":
+                parts.append("".join(cur))
+                cur = []
+                i += 1
+                continue
+            m = re.match(r"\s+and\s+", text[i:]) if c.isspace() else None
+            if m:
+                parts.append("".join(cur))
+                cur = []
+                i += m.end()
+                continue
+        cur.append(c)
+        i += 1
+    parts.append("".join(cur))
+    return parts
+
+
+def split_authors(text: str) -> list[str]:
+    """Author names of an arXiv ``Authors:`` line, without affiliations.
+
+    The format is arXiv's (https://info.arxiv.org/help/prep.html#authors): names separated
+    by commas, the last one by "and" (optionally ", and"); affiliations in parentheses
+    after a name, or numbered (``A (1), B (2) ((1) MIT, (2) CERN)``). So commas and "and"
+    inside parentheses do not separate names, the parenthesised affiliations are dropped,
+    and a generational suffix after a comma (``Jr.``, ``Sr.``, ``III``) stays with its name.
+    """
+    names: list[str] = []
+    for part in _top_level_parts(text):
+        name = " ".join(re.sub(r"\([^()]*(?:\([^()]*\)[^()]*)*\)", " ", part).split())
+        name = re.sub(r"^and\s+", "", name)
+        if not name:
+            continue
+        if names and _SUFFIX.match(name):
+            names[-1] = f"{names[-1]}, {name}"
+        else:
+            names.append(name)
+    return names
+
+
+def _abs_version(text: str, path: Path) -> int | None:
+    """The newest version an ``.abs`` record describes: ``Date (revised vN)`` lines, else 1
+    when it has a ``Date:`` line; a ``vN`` in the file name counts too."""
+    found = [int(v) for v in re.findall(r"^Date \(revised v(\d+)\)", text, re.M)]
+    if re.search(r"^Date:", text, re.M):
+        found.append(1)
+    m = re.search(r"v(\d+)\.abs$", path.name)
+    if m:
+        found.append(int(m.group(1)))
+    return max(found) if found else None
 
 
 def _abs_fields(text: str) -> tuple[dict[str, str], str]:
@@ -77,7 +145,7 @@ def read_abs(path: Path, taxonomy: Taxonomy) -> MetadataRecord:
     authors = latex_to_text(fields.get("authors", "")) if "\\" in fields.get("authors", "") else fields.get("authors", "")
     if "title" in fields and "\\" in fields["title"]:
         fields["title"] = latex_to_text(fields["title"])
-    authors_list = [a.strip() for a in re.split(r",\s*|\s+and\s+", authors) if a.strip()]
+    authors_list = split_authors(authors)
     obj: dict[str, Any] = {
         "id": fields.get("id", ""),
         "title": fields.get("title"),
@@ -87,14 +155,21 @@ def read_abs(path: Path, taxonomy: Taxonomy) -> MetadataRecord:
     }
     rec = record_from_snapshot(obj, taxonomy)
     rec.authors_list = authors_list
+    rec.version = _abs_version(text, Path(path))
     return rec
 
 
 def read_metadata(paths: Iterable[Path], taxonomy: Taxonomy | None = None) -> tuple[dict[str, MetadataRecord], list[str]]:
     """Read metadata files: snapshot JSON lines (``.json``/``.jsonl``), ``.abs`` records,
-    or folders of ``.abs`` records. Later files win for the same id.
+    or folders of ``.abs`` records (searched recursively).
 
-    Returns ``(records by arXiv id without version, problems)``; bad entries are problems.
+    Of several records of one paper (``0704.0001.abs`` and ``0704.0001v1.abs``, or a
+    snapshot and an ``.abs``) the newest version wins, whatever the order the files are
+    read in; for the same version a record with a title beats one without, then the
+    later file wins (:func:`~imagemesh.profiles.arxiv.records.newer_record`).
+
+    Returns ``(records by arXiv id without version, problems)``; bad entries, unreadable
+    files and folders without ``.abs`` records are problems, never exceptions.
     """
     taxonomy = taxonomy or Taxonomy.load()
     records: dict[str, MetadataRecord] = {}
@@ -103,22 +178,26 @@ def read_metadata(paths: Iterable[Path], taxonomy: Taxonomy | None = None) -> tu
         p = Path(p)
         if p.is_dir():
             files = sorted(f for f in p.rglob("*.abs") if f.is_file())
+            if not files:
+                problems.append(f"{p}: no .abs records in this folder")
         else:
             files = [p]
         for f in files:
-            if f.suffix.lower() == ".abs":
-                try:
-                    rec = read_abs(f, taxonomy)
-                except (ValueError, OSError) as e:
-                    problems.append(f"{f.name}: {e}")
-                    continue
-                # 0704.0001.abs and 0704.0001v1.abs describe the same paper; keep the first complete one
-                if rec.arxiv_id not in records or not records[rec.arxiv_id].title:
-                    records[rec.arxiv_id] = rec
-            else:
-                recs, probs = read_snapshot(f, taxonomy)
-                records.update(recs)
-                problems.extend(f"{f.name}: {x}" for x in probs)
+            recs: dict[str, MetadataRecord]
+            probs: list[str] = []
+            try:
+                if f.suffix.lower() == ".abs":
+                    one = read_abs(f, taxonomy)
+                    recs = {one.arxiv_id: one}
+                else:
+                    recs, probs = read_snapshot(f, taxonomy)
+            except (ValueError, OSError) as e:
+                problems.append(f"{f.name}: {e}")
+                continue
+            problems.extend(f"{f.name}: {x}" for x in probs)
+            for aid, rec in recs.items():
+                if newer_record(rec, records.get(aid)):
+                    records[aid] = rec
     return records, problems
 
 

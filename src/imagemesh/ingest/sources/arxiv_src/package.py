@@ -23,9 +23,11 @@ Result: ``{"format": 1, "package", "sha256", "arxiv_id", "version", "paper_id",
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
+import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
@@ -36,10 +38,11 @@ from PIL import Image
 from imagemesh.media.images import ImageLimits, ImageLoadError, load_image, sniff_format
 from imagemesh.core.fileio import atomic_write_bytes, sha256_file
 from imagemesh.ingest.sources.arxiv_src.extract import ExtractError, ExtractLimits, extract_package
-from imagemesh.media.ghostscript import GhostscriptError, GhostscriptLimits, rasterise_postscript
+from imagemesh.media.ghostscript import JUNK_SEARCH_BYTES, GhostscriptError, GhostscriptLimits, rasterise_postscript
 from imagemesh.ingest.sources.arxiv_src.latex import GraphicRef, parse_document
 from imagemesh.ingest.sources.arxiv_src.texfiles import GRAPHIC_EXTENSIONS, TEX_EXTENSIONS, decode_tex, expand_inputs, find_main_files, resolve_graphic, strip_comments
 from imagemesh.ingest.sources.arxiv_src.metadata import arxiv_id_from_name
+from imagemesh.ingest.sources.arxiv_src.raster_pool import BUDGET_REASON, PrerenderedFigures
 
 __all__ = ["IngestLimits", "ingest_package", "result_path", "RESULT_FORMAT"]
 
@@ -55,6 +58,10 @@ class IngestLimits:
     ghostscript: GhostscriptLimits = field(default_factory=GhostscriptLimits)
     max_images: int = 2000
     max_tex_bytes: int = 32 * 1024 * 1024
+    #: threads rendering a package's PostScript figures (each waits on one Ghostscript)
+    raster_workers: int = 4
+    #: wall-clock seconds for all of a package's PostScript figures together
+    raster_budget: float = 120.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,29 +69,30 @@ class IngestLimits:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "IngestLimits":
         return cls(ExtractLimits(**d["extract"]), ImageLimits(**d["image"]), GhostscriptLimits(**d["ghostscript"]),
-                   d["max_images"], d["max_tex_bytes"])
+                   d["max_images"], d["max_tex_bytes"], d.get("raster_workers", 4), d.get("raster_budget", 120.0))
 
 
 def result_path(work: Path, sha256: str) -> Path:
     return Path(work) / "packages" / f"{sha256}.json"
 
 
-def rasterise(path: Path, limits: IngestLimits, tmp: Path) -> Image.Image:
+def rasterise(path: Path, limits: IngestLimits, tmp: Path, timeout: float | None = None) -> Image.Image:
     """Any supported figure file -> RGB image. EPS/PS go to Ghostscript with its temporary
-    files under ``tmp``; everything else through :func:`imagemesh.media.images.load_image`.
+    files under ``tmp`` (``timeout``: seconds, if shorter than the Ghostscript limit's);
+    everything else through :func:`imagemesh.media.images.load_image`.
 
     Raises:
         ImageLoadError: with the reason.
     """
     with open(path, "rb") as f:
-        head = f.read(1024)
+        head = f.read(JUNK_SEARCH_BYTES)  # PostScript may follow junk (sniff_format looks this far)
     if sniff_format(head) == "eps":
         size = path.stat().st_size
         if size > limits.image.max_file_bytes:
             raise ImageLoadError(path, f"file is {size} bytes, limit is {limits.image.max_file_bytes}")
         gl = limits.ghostscript
-        gl = GhostscriptLimits(max_side=limits.image.raster_max_side, max_pixels=min(gl.max_pixels, limits.image.max_pixels),
-                               timeout=gl.timeout, max_memory=gl.max_memory, max_dpi=gl.max_dpi)
+        gl = dataclasses.replace(gl, max_side=limits.image.raster_max_side, max_pixels=min(gl.max_pixels, limits.image.max_pixels),
+                                 timeout=min(gl.timeout, timeout) if timeout is not None else gl.timeout)
         try:
             return rasterise_postscript(path.read_bytes(), gl, work=tmp)
         except GhostscriptError as e:
@@ -112,6 +120,10 @@ def _paper_id(package: Path, gzip_name: str | None, sha: str) -> tuple[str, str 
     if aid is None:
         return f"pkg-{sha[:12]}", None, None, "none"
     return str(aid), aid.id, aid.version, source
+
+
+#: ``\includepdf[options]{file}`` (pdfpages): whole pages of a PDF, not a figure.
+_INCLUDEPDF = re.compile(r"\\includepdf\s*(?:\[[^\]]*\]\s*)?\{([^{}]+)\}")
 
 
 def _is_tex(rel: str, data: bytes) -> bool:
@@ -245,6 +257,7 @@ def _ingest(package: Path, sha: str, tmp: Path, staging: Path, work: Path, limit
     result["main_files"] = mains
     latex_md: dict[str, Any] = {"title": None, "authors": [], "abstract": None}
     refs: list[tuple[str, GraphicRef, list[str], int]] = []
+    wrapped: list[tuple[str, str, list[str]]] = []  # \includepdf'd documents: (base, name, graphicspath)
     n_figs = 0
     for mf in mains:
         text, _used, problems = expand_inputs(mf, sources)
@@ -256,14 +269,20 @@ def _ingest(package: Path, sha: str, tmp: Path, staging: Path, work: Path, limit
         latex_md["authors"] = latex_md["authors"] or doc.authors
         latex_md["abstract"] = latex_md["abstract"] or doc.abstract
         base = str(PurePosixPath(mf).parent) if "/" in mf else ""
+        wrapped.extend((base, m.group(1), doc.graphicspath) for m in _INCLUDEPDF.finditer(text))
         for g in doc.graphics:
             refs.append((base, g, doc.graphicspath, n_figs))
         n_figs += doc.n_figures
     result["latex"] = latex_md
     result["n_figure_envs"] = n_figs
+    pdf_pages = {f for base, name, gp in wrapped if (f := resolve_graphic(name, base, gp, files)[0])}
+    if wrapped and not refs:
+        names = ", ".join(sorted(pdf_pages) or sorted({n for _b, n, _g in wrapped}))
+        _reject(result, f"PDF-only submission: the LaTeX only wraps a PDF with \\includepdf (pdfpages): {names[:200]}")
+        return
 
     records: list[dict[str, Any]] = []
-    used: set[str] = set()
+    used: set[str] = set(pdf_pages)  # pages of a wrapped PDF are not figures
     keys: set[str] = set()
     n_inline = 0
     for base, g, gpath, offset in refs:
@@ -298,19 +317,27 @@ def _ingest(package: Path, sha: str, tmp: Path, staging: Path, work: Path, limit
 
     done: dict[str, tuple[str | None, str | None, list[int] | None]] = {}
     gs_tmp = tmp / "gs"
+    pre = _prerender(records, src, tmp, limits)
     for i, rec in enumerate(records):
         rel = rec["source_file"]
         if rel is None:
             continue
-        if rel not in done:
+        turn = refs[i][1].rotate if i < len(refs) else 0  # records start with refs, in order; LaTeX's angle=, \rotatebox
+        if turn:
+            rec["rotate"] = turn
+        cached = f"{rel}\0{turn}" if turn else rel
+        if cached not in done:
             png = staging / f"{len(done):05d}.png"
             try:
-                img = rasterise(src / rel, limits, gs_tmp)
+                img = pre.load(rel) if rel in pre else rasterise(src / rel, limits, gs_tmp)
+                if turn:  # turned as on the page, so the figure comes out upright
+                    img = img.rotate(turn, expand=True, fillcolor="white")
+                    img.thumbnail((limits.image.raster_max_side,) * 2, Image.Resampling.LANCZOS)
                 _write_png(img, png)
-                done[rel] = (png.relative_to(work).as_posix(), None, list(img.size))
+                done[cached] = (png.relative_to(work).as_posix(), None, list(img.size))
             except ImageLoadError as e:
-                done[rel] = (None, e.reason, None)
-        made, why, size = done[rel]
+                done[cached] = (None, e.reason, None)
+        made, why, size = done[cached]
         if made:
             rec["png"] = made
             rec["size"] = size
@@ -319,8 +346,29 @@ def _ingest(package: Path, sha: str, tmp: Path, staging: Path, work: Path, limit
     result["images"] = records
 
     missing = [r for r in records if not r["unreferenced"] and not r.get("source_file")]
-    failed = [r for r in records if r.get("source_file") and not r.get("png")]
+    failed = [r for r in records if r.get("source_file") and not r.get("png") and BUDGET_REASON not in r.get("error", "")]
+    over = sorted({r["source_file"] for r in records if BUDGET_REASON in r.get("error", "")})
+    if over:
+        _partial(result, f"{len(over)} image(s) skipped: the package's rasterisation time budget ({limits.raster_budget:g} s) ran out: " + ", ".join(over[:8]))
     if missing:
         _partial(result, f"{len(missing)} referenced graphic(s) not in the package: " + ", ".join(sorted({r['referenced_as'] for r in missing})[:8]))
     if failed:
         _partial(result, f"{len(failed)} image(s) could not be rasterised: " + "; ".join(sorted({r['error'] for r in failed})[:5]))
+
+
+_PS_SUFFIXES = (".eps", ".ps", ".epsi", ".epsf", ".epi")
+
+
+def _prerender(records: list[dict[str, Any]], src: Path, tmp: Path, limits: IngestLimits) -> PrerenderedFigures:
+    """Render the package's PostScript files (the slow ones: an external Ghostscript each)
+    in parallel, within ``limits.raster_budget`` seconds in all. Other formats are decoded
+    in the loop, in this process: they are fast, and pdfium is not thread-safe."""
+    ps: list[str] = []
+    for rel in dict.fromkeys(r["source_file"] for r in records if r.get("source_file")):
+        with open(src / rel, "rb") as f:
+            head = f.read(1024)
+        if rel.lower().endswith(_PS_SUFFIXES) or sniff_format(head) == "eps":
+            ps.append(rel)
+    gs_tmp = tmp / "gs"
+    return PrerenderedFigures(ps, src, tmp / "prerendered", lambda p, left: rasterise(p, limits, gs_tmp, timeout=left),
+                              workers=limits.raster_workers, budget=limits.raster_budget)

@@ -1,5 +1,5 @@
 """The files of an arXiv source package as LaTeX sees them: decoding, comments, main files,
-``\\input``/``\\include``/``\\import`` inlining, and pdflatex's lookup of ``\\includegraphics`` names.
+``\\input``/``\\include``/``\\import``/``\\subfile`` inlining, and pdflatex's lookup of ``\\includegraphics`` names.
 
 (The parsing of figures and captions is in :mod:`imagemesh.ingest.sources.arxiv_src.latex`.)
 """
@@ -10,7 +10,7 @@ import re
 from pathlib import PurePosixPath
 from typing import Iterable
 
-__all__ = ["GRAPHIC_EXTENSIONS", "TEX_EXTENSIONS", "MAX_TEXT_CHARS", "decode_tex", "strip_comments", "find_main_files", "expand_inputs", "resolve_graphic"]
+__all__ = ["GRAPHIC_EXTENSIONS", "TEX_EXTENSIONS", "MAX_TEXT_CHARS", "decode_tex", "strip_comments", "find_main_files", "document_body", "expand_inputs", "resolve_graphic"]
 
 
 #: pdflatex's search order for ``\includegraphics{name}`` without extension (plus PS
@@ -104,11 +104,28 @@ def _tex_candidates(name: str, base: PurePosixPath, subdir: str = "") -> list[st
     return out
 
 
-def expand_inputs(main: str, sources: dict[str, str], max_depth: int = 20) -> tuple[str, list[str], list[str]]:
-    """Inline ``\\input``/``\\include``/``\\import`` of package files into ``main``'s text.
+_PART_CLASS = re.compile(r"\\documentclass\s*(?:\[[^\]]*\])?\s*\{\s*(?:subfiles|standalone)\s*\}")
 
-    Returns ``(text, files used, problems)``; cycles and missing files are problems
-    (the command is left out). Paths never leave the package.
+
+_BODY = re.compile(r"\\begin\s*\{document\}(.*)\\end\s*\{document\}", re.S)
+
+
+def document_body(text: str) -> str:
+    """What an included file contributes: for a ``subfiles``/``standalone`` part (a complete
+    document of that class) only its ``document`` body, as those packages do when the part
+    is included; any other file as it is."""
+    if not _PART_CLASS.search(text):
+        return text
+    m = _BODY.search(text)
+    return m.group(1) if m else text
+
+
+def expand_inputs(main: str, sources: dict[str, str], max_depth: int = 20) -> tuple[str, list[str], list[str]]:
+    """Inline ``\\input``/``\\include``/``\\import``/``\\subfile`` of package files into ``main``'s text.
+
+    An included complete document (``\\subfile`` parts) contributes only its body
+    (:func:`document_body`). Returns ``(text, files used, problems)``; cycles and missing
+    files are problems (the command is left out). Paths never leave the package.
     """
     used: list[str] = [main]
     problems: list[str] = []
@@ -116,7 +133,7 @@ def expand_inputs(main: str, sources: dict[str, str], max_depth: int = 20) -> tu
     budget = [MAX_TEXT_CHARS]
 
     def expand(path: str, depth: int, stack: tuple[str, ...]) -> str:
-        text = sources[path]
+        text = sources[path] if depth == 0 else document_body(sources[path])
         base = PurePosixPath(main).parent
 
         def repl(m: re.Match[str]) -> str:
@@ -126,7 +143,10 @@ def expand_inputs(main: str, sources: dict[str, str], max_depth: int = 20) -> tu
                 b = PurePosixPath(path).parent if m.group(4) else base
             else:
                 b = base
-            for cand in _tex_candidates(name, b, d):
+            cands = _tex_candidates(name, b, d)
+            if m.group(1) == "subfile":  # relative to the including part first
+                cands = [c for c in _tex_candidates(name, PurePosixPath(path).parent) if c not in cands] + cands
+            for cand in cands:
                 real = sources.get(cand) is not None and cand or lower.get(cand.lower())
                 if real:
                     if real in stack:
