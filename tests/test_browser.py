@@ -187,6 +187,39 @@ def test_plain_words_titles_and_link_fallbacks(page, real_collection) -> None:
     assert f"of {len(real_collection)} images" in text, text
 
 
+def test_paper_view_and_papers_like_this(page, real_collection) -> None:
+    from imagemesh.query.papers import similar_papers
+
+    open_app(page)
+    i = tile_ids(page)[3]
+    aid = real_collection.get(i)["arxiv_id"]
+    page.click(f"#grid .tile[data-id='{i}']")
+    page.wait_for_function("i => document.getElementById('detail-kicker').title === `row ${i}`", arg=i)
+    page.click("#detail-papers")
+    text = wait_status(page, "papers whose figures look like")
+    emb = real_collection.embeddings[0]
+    want = similar_papers(real_collection, aid, emb, k=40)
+    assert tile_ids(page) == [m.best_row for m in want], text
+    assert url_state(page)["paper"] == aid and url_state(page)["papers"] == "similar"
+    shot(page, "papers-like-this")
+    # reload: the same view from the URL
+    page.reload()
+    page.wait_for_selector("body[data-ready='1']")
+    wait_status(page, "papers whose figures look like")
+    assert tile_ids(page) == [m.best_row for m in want]
+    # all figures of a paper (the demo has one per paper)
+    j = tile_ids(page)[0]
+    page.click(f"#grid .tile[data-id='{j}']")
+    page.wait_for_function("j => document.getElementById('detail-kicker').title === `row ${j}`", arg=j)
+    page.click("#detail-paper")
+    wait_status(page, f"All 1 figure of {real_collection.get(j)['arxiv_id']}")
+    assert tile_ids(page) == [j]
+    # a search from the form leaves the paper view
+    page.click("#search")
+    wait_status(page, "random sample")
+    assert "paper" not in url_state(page)
+
+
 def test_url_reloads_same_state_and_back_forward(page, browser) -> None:
     open_app(page, "?seed=5")
     random_ids = tile_ids(page)

@@ -153,6 +153,18 @@ function bindDetail() {
     closeDetail();
     selectTarget(id);
   });
+  const showPaper = (view) => {
+    const h = app.detailHit;
+    if (!h || !h.arxiv_id) return;
+    if (state.view === "map") setView("grid");
+    closeDetail();
+    state.paper = String(h.arxiv_id);
+    state.paperView = view;
+    state.count = PAGE;
+    run({ push: true });
+  };
+  el.detailPaper.addEventListener("click", () => showPaper("figures"));
+  el.detailPapers.addEventListener("click", () => showPaper("similar"));
   el.detailPos.addEventListener("click", () => app.detailHit && addToQuery(app.detailHit.id, "pos"));
   el.detailNeg.addEventListener("click", () => app.detailHit && addToQuery(app.detailHit.id, "neg"));
 }

@@ -98,6 +98,7 @@ function fillDetail(h) {
   const url = arxivUrl(h);
   el.detailArxiv.hidden = !url;
   if (url) el.detailArxiv.href = url;
+  el.detailPaper.hidden = el.detailPapers.hidden = !h.arxiv_id;
 }
 
 /** Close the detail panel (false if it was closed), focusing the tile it showed. */

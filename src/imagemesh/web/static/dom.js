@@ -62,6 +62,8 @@ export const el = {
   detailPos: $("detail-pos"),
   detailNeg: $("detail-neg"),
   detailArxiv: $("detail-arxiv"),
+  detailPaper: $("detail-paper"),
+  detailPapers: $("detail-papers"),
   tooltip: $("tooltip"),
   drop: $("drop"),
 };

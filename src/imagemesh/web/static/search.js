@@ -26,6 +26,12 @@ async function fetchResults(count, offset, signal) {
   const filter = buildFilter(state.filters);
   const common = { embedding: state.embedding, filter: filterParam(filter), collapse: state.collapse ? "true" : null };
   const mode = effectiveMode();
+  if (mode === "paper") return api(`/api/papers/${encodeURIComponent(state.paper)}`, {}, signal);
+  if (mode === "papers") {
+    const p = await api(`/api/papers/${encodeURIComponent(state.paper)}/similar`, { embedding: state.embedding, k: Math.min(count, app.limits.max_k), filter: filterParam(filter) }, signal);
+    // one tile per paper: its figure closest to this paper's, its score as the distance
+    return { ...p, results: p.papers.map((x) => ({ ...x.best, distance: x.score })) };
+  }
   if (mode === "neighbors") return api("/api/neighbors", { id: state.id, k: Math.min(count, app.limits.max_k), ...common }, signal);
   if (mode === "query") return apiPost("/api/query", queryForm(Math.min(count, app.limits.max_k)), signal);
   return api("/api/random", { n: Math.min(count, app.limits.max_n), seed: state.seed, offset, ...common }, signal);
@@ -33,7 +39,6 @@ async function fetchResults(count, offset, signal) {
 
 const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
 
-/** Search with the current state and show the results and facet counts; `push`: a new history entry. */
 /** `text`, followed once by a pending notice (e.g. a link's unknown embedding). */
 function withNotice(text) {
   const n = app.notice;
@@ -41,6 +46,7 @@ function withNotice(text) {
   return n ? `${text} · note: ${n}` : text;
 }
 
+/** Search with the current state and show the results and facet counts; `push`: a new history entry. */
 export async function run({ push = false, newSeed = false, focusTarget = false } = {}) {
   hideTooltip();
   const seq = ++app.runSeq;
@@ -62,10 +68,20 @@ export async function run({ push = false, newSeed = false, focusTarget = false }
   try {
     const data = await fetchResults(state.count, 0, signal);
     if (seq !== app.runSeq) return;
-    const hits = Array.isArray(data.results) ? data.results : [];
+    const hits = Array.isArray(data.results) ? data.results : Array.isArray(data.figures) ? data.figures : [];
     app.lastQuery = { mode, state: JSON.parse(JSON.stringify(state)), uploads: uploads.map((u) => ({ name: u.file.name, polarity: u.polarity })), response: { ...data, results: undefined } };
     const collapsedNote = data.collapsed ? ` · ${plural(data.collapsed, "near-duplicate")} collapsed` : "";
-    if (mode === "neighbors") {
+    if (mode === "paper") {
+      renderGrid(hits, false, "No figures of this paper.");
+      exhausted = true;
+      setStatus(withNotice(`All ${plural(hits.length, "figure")} of ${state.paper}${data.title ? ` · ${data.title}` : ""}`));
+    } else if (mode === "papers") {
+      renderGrid(hits, true, "No other papers match these filters.");
+      exhausted = hits.length < state.count;
+      let text = `${plural(hits.length, "paper")} whose figures look like ${state.paper}'s under ${data.embedding} (each shown by its closest figure; distance = mean over ${state.paper}'s figures of the distance to that paper's nearest figure)`;
+      if (filter) text += ` · ${described}`;
+      setStatus(withNotice(text));
+    } else if (mode === "neighbors") {
       if (typeof data.query === "number" && data.query !== state.id) {
         state.id = data.query; // an image key from the URL, now resolved to its row id
         writeURL(false);

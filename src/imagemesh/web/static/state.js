@@ -16,6 +16,8 @@ export const state = {
   count: PAGE, // results wanted (grows by a page on scroll)
   pos: [], // row ids: "more like"
   neg: [], // row ids: "less like"
+  paper: null, // arXiv id: show that paper's figures, or the papers like it (paperView)
+  paperView: "figures", // "figures" | "similar"
 };
 
 /** {file, url, polarity: "pos"|"neg"} -- in this page only, never in the URL */
@@ -50,6 +52,9 @@ export function readURL() {
   const known = !info || names.includes(asked);
   state.embedding = asked && known ? asked : names[0] || "";
   app.notice = asked && !known ? `this link's embedding “${asked.slice(0, 40)}” is not in this collection; showing ${state.embedding}` : "";
+  const paper = (p.get("paper") || "").trim();
+  state.paper = paper ? paper.slice(0, 80) : null;
+  state.paperView = p.get("papers") === "similar" ? "similar" : "figures";
   const id = (p.get("id") || "").trim();
   state.id = id ? (/^\d+$/.test(id) ? Number(id) : id.slice(0, 200)) : null;
   const seed = p.get("seed") || "";
@@ -69,6 +74,10 @@ function stateQuery() {
   p.set("mode", state.mode);
   if (state.embedding) p.set("embedding", state.embedding);
   if (state.id !== null) p.set("id", String(state.id));
+  if (state.paper) {
+    p.set("paper", state.paper);
+    if (state.paperView === "similar") p.set("papers", "similar");
+  }
   if (state.mode === "random" && state.seed !== null) p.set("seed", String(state.seed));
   for (const c of schema.controls) if (state.filters[c.key]) p.set(c.url, state.filters[c.key]);
   if (state.view === "map") p.set("view", "map");
@@ -88,6 +97,7 @@ export function writeURL(push) {
 
 /** The search the current state runs: a target or positive images are needed, else random. */
 export function effectiveMode() {
+  if (state.paper) return state.paperView === "similar" ? "papers" : "paper";
   if (state.mode === "neighbors" && state.id !== null) return "neighbors";
   if (state.mode === "query" && (state.pos.length || uploads.some((u) => u.polarity === "pos"))) return "query";
   return "random";
