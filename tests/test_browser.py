@@ -131,26 +131,39 @@ def test_double_click_shows_neighbours_most_similar_first(page, real_collection)
 
 
 def test_keyword_and_year_filters_narrow_results(page, real_collection) -> None:
+    from imagemesh.query.text_rank import TextRanker
+
+    ranker = TextRanker(real_collection)
     open_app(page)
     page.fill("#keyword", "translation")
     page.click("#search")
-    n = real_collection.count({"keyword": "translation"})
-    text = wait_status(page, "matching images")
-    assert f"of {n} matching images" in text and len(tile_ids(page)) == min(40, n)
-    allowed = real_collection.allowed({"keyword": "translation"})
+    want = ranker.search("translation", 40)  # the last word is also a prefix: translation, translations
+    text = wait_status(page, "whose text matches")
+    assert f"of {want.total} figures whose text matches" in text and len(tile_ids(page)) == min(40, want.total)
+    # ranked by relevance (the library's BM25 order), each matching one of the words, the words marked
+    assert tile_ids(page) == [int(r) for r in want.rows]
+    allowed = real_collection.allowed({"or": [{"keyword": w} for w in want.expansions]})
     assert all(allowed[i] for i in tile_ids(page))
+    marks = page.eval_on_selector_all("#grid .tile .snippet mark", "ms => ms.map(m => m.textContent.toLowerCase())")
+    assert marks and set(marks) <= set(want.expansions), marks
     # the year dropdown lists counts; choosing one narrows further
     options = page.eval_on_selector_all("#year option", "os => os.map(o => [o.value, o.textContent])")
     year, label = next((v, t) for v, t in options if v)
     assert re.search(r"\(\d+\)$", label)
     page.click("#more-filters")  # year is one of the optional filters
     page.select_option("#year", year)
-    m = real_collection.count({"keyword": "translation", "year": int(year)})
-    wait_status(page, f"of {m} matching images")
+    m = ranker.search("translation", 40, real_collection.allowed({"year": int(year)})).total
+    wait_status(page, f"of {m} figures whose text matches")
     assert all(real_collection.get(i)["year"] == int(year) for i in tile_ids(page))
-    assert url_state(page)["keyword"] == "translation" and url_state(page)["year"] == year
+    assert url_state(page)["keyword"].strip() == "translation" and url_state(page)["year"] == year
     # archive and category dropdowns carry counts too (this collection has no categories: "(unknown) (166)")
     assert re.search(r"\(\d+\)", page.inner_text("#category"))
+    # as the user types, the last word is a prefix: "machine transl" finds "machine translation"
+    page.fill("#keyword", "machine transl")
+    text = wait_status(page, "“machine transl”")
+    want = ranker.search("machine transl", 40, real_collection.allowed({"year": int(year)}))
+    assert f"of {want.total} figures" in text and "translation" in text
+    assert tile_ids(page) == [int(r) for r in want.rows]
 
 
 def test_plain_words_titles_and_link_fallbacks(page, real_collection) -> None:
@@ -526,10 +539,10 @@ def test_category_dropdown_shows_official_names_and_keyword_finds_them(browser, 
         # keyword: the official name of another category, typed in lower case
         other = next(v for v in facet if v != value)
         pg.select_option("#category", "")
-        pg.fill("#keyword", tax.category_name(other).lower())
+        pg.fill("#keyword", tax.category_name(other).lower() + " ")  # whole words: no prefix
         pg.click("#search")
         n = c.count({"keyword": tax.category_name(other)})
-        wait_status(pg, f"of {n} matching images")
+        wait_status(pg, f"of {n} figures whose text matches")
         got = set(tile_ids(pg))
         assert {r for r in range(len(c)) if c.get(r)["category"] == other} <= got
         assert got == set(np.flatnonzero(c.allowed({"keyword": tax.category_name(other)})).tolist())

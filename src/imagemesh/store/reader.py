@@ -316,6 +316,15 @@ class CollectionReader:
         except (RuntimeError, OSError, ValueError) as e:
             raise CollectionError(f"the {table} table cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); a data file is damaged or missing") from None
 
+    def full_text(self, query: Any, columns: Sequence[str], limit: int) -> Any:
+        """Run a LanceDB full-text ``query`` on the metadata table's ``search_text`` index:
+        a ``pyarrow.Table`` of ``columns`` (``_score``: BM25), at most ``limit`` rows.
+
+        Raises:
+            CollectionError: the table cannot be read.
+        """
+        return self._read("metadata", lambda: self.table.search(query, query_type="fts").select(list(columns)).limit(limit).to_arrow())
+
     def take(self, rows: Sequence[int], columns: Sequence[str]) -> list[dict[str, Any]]:
         """Metadata of ``rows`` (in that order) restricted to ``columns`` (``row_id`` always);
         ``predictions`` parsed from JSON."""

@@ -9,6 +9,7 @@ contract any frontend may use (documented at ``/api/openapi.json``):
 * ``GET /api/neighbors?id=&embedding=&k=&filter=&collapse=`` -- kNN of an image (with the plan used)
 * ``POST /api/query`` -- kNN of uploaded images and/or collection images, positives and
   negatives (multipart form; see :func:`create_app`'s ``query`` handler)
+* ``GET /api/search?q=&k=&offset=&filter=`` -- figures ranked by BM25 text relevance, with snippets
 * ``GET /api/papers/{arxiv_id}`` -- every figure of a paper; ``/similar?embedding=&k=&filter=``
   -- papers whose figures look like it (:mod:`imagemesh.query.papers`)
 * ``GET /api/facets?filter=`` -- archive / category / year counts with official names
@@ -54,6 +55,7 @@ ROUTES: list[tuple[str, object, list[str]]] = [
     ("/api/random", h.random_, ["GET"]),
     ("/api/neighbors", h.neighbors, ["GET"]),
     ("/api/query", h.query, ["POST"]),
+    ("/api/search", h.text_search, ["GET"]),
     ("/api/papers/{arxiv_id:path}/similar", h.similar_papers_, ["GET"]),
     ("/api/papers/{arxiv_id:path}", h.paper, ["GET"]),
     ("/api/facets", h.facets, ["GET"]),

@@ -14,6 +14,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 
 from imagemesh.query.papers import paper_rows, similar_papers
 from imagemesh.query.sampling import sample_rows
+from imagemesh.query.text_rank import snippet
 from imagemesh.store.reader import CollectionError, ImageNotFound
 from imagemesh.web.errors import ApiError
 from imagemesh.web.openapi import openapi_schema
@@ -21,7 +22,7 @@ from imagemesh.web.params import validate_params
 from imagemesh.web.state import ServingState
 from imagemesh.web.upload import UploadError, canonical_upload, read_form
 
-__all__ = ["info", "random_", "neighbors", "query", "paper", "similar_papers_", "facets", "suggest", "map_", "image", "thumbnail", "full_image", "openapi", "index_page", "about_page"]
+__all__ = ["info", "random_", "neighbors", "query", "text_search", "paper", "similar_papers_", "facets", "suggest", "map_", "image", "thumbnail", "full_image", "openapi", "index_page", "about_page"]
 
 STATIC = Path(str(resources.files("imagemesh.web") / "static"))
 QUERY_FILES = ("positive_image", "negative_image")
@@ -195,6 +196,34 @@ def similar_papers_(request: Request) -> JSONResponse:
             "best": b, "matched": [{"query": q, "row": r, "distance": round(d, 6)} for q, r, d in m.matched],
         })
     return JSONResponse({"arxiv_id": _paper_id(request), "embedding": emb, "metric": st.metrics[emb], "papers": out})
+
+
+def text_search(request: Request) -> JSONResponse:
+    """Figures ranked by BM25 relevance to ``q`` (:mod:`imagemesh.query.text_rank`), with a
+    snippet of each showing the matched words."""
+    st = ServingState.of(request)
+    c, p = st.collection, st.params(request, st.models.text_search)
+    if not c.has_fts:
+        raise ApiError(409, "this collection has no full-text index; rebuild it to rank by text")
+    sel = st.selection(p.filter)
+    try:
+        res = st.text.search(p.q, p.k, sel.mask if sel else None, p.offset)
+    except ValueError as e:
+        raise ApiError(400, f"q: {e}") from None
+    rows = [int(r) for r in res.rows]
+    fields = [f for f in c.schema.keyword_fields if f in c.table.schema.names]
+    records = {r["row_id"]: r for r in c.take(rows, fields)} if rows and fields else {}
+    terms = [*res.words, *res.expansions]
+    out = []
+    for h, score in zip(c.hits(rows), res.scores):
+        d = st.hit_json(h)
+        d["score"] = round(float(score), 4)
+        d["snippet"] = snippet(records.get(h.id, {}), fields, terms)
+        out.append(d)
+    return JSONResponse({
+        "q": p.q, "words": list(res.words), "prefix": res.prefix, "expansions": list(res.expansions),
+        "total": res.total, "offset": p.offset, "next_offset": p.offset + len(rows), "results": out,
+    })
 
 
 def facets(request: Request) -> JSONResponse:

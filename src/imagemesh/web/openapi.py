@@ -88,6 +88,14 @@ def openapi_schema(collection: Any, settings: WebSettings, models: RequestModels
                     "responses": {"200": ok("Results"), "400": _ERROR, "404": _ERROR, "413": _ERROR, "415": _ERROR},
                 }
             },
+            "/api/search": {
+                "get": {
+                    "summary": "Figures ranked by BM25 relevance of their text (caption, title, abstract, ... the keyword fields) to q; "
+                    "the last word is also a prefix; each result has a snippet with the matched words' offsets",
+                    "parameters": params(models.text_search),
+                    "responses": {"200": ok("TextResults"), "400": _ERROR, "409": _ERROR},
+                }
+            },
             "/api/papers/{arxiv_id}": {
                 "get": {
                     "summary": "Every figure of one paper (any version), in figure order, with the paper's title, authors and year",
@@ -169,6 +177,15 @@ def openapi_schema(collection: Any, settings: WebSettings, models: RequestModels
                         "ids": {"type": "array", "items": {"type": "integer"}},
                         "x": {"type": "array", "items": {"type": "number"}},
                         "y": {"type": "array", "items": {"type": "number"}},
+                    },
+                },
+                "TextResults": {
+                    "type": "object",
+                    "required": ["results", "total"],
+                    "properties": {
+                        "total": {"type": "integer"}, "next_offset": {"type": "integer"},
+                        "expansions": {"type": "array", "items": {"type": "string"}},
+                        "results": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}},
                     },
                 },
                 "Paper": {

@@ -52,6 +52,7 @@ class RequestModels:
     query: type[BaseModel]
     paper: type[BaseModel]
     similar_papers: type[BaseModel]
+    text_search: type[BaseModel]
 
 
 def _literal(values: Iterable[str]) -> Any:
@@ -104,6 +105,13 @@ def request_models(settings: WebSettings, embeddings: Iterable[str], suggest_fie
         ),
         map=model("MapParams", embedding=(emb_type, Field(None, description="default: the first embedding")), filter=filter_),
         paper=model("PaperParams"),
+        text_search=model(
+            "TextSearchParams",
+            q=(str, Field(min_length=1, max_length=500, description="words; the last one is also a prefix unless the text ends with a space")),
+            k=(int, Field(s.default_k, ge=1, le=s.max_k, description="results per page")),
+            offset=(int, Field(0, ge=0, le=10**6, description="position in the ranking (paging)")),
+            filter=filter_,
+        ),
         similar_papers=model(
             "SimilarPapersParams",
             embedding=(emb_type, Field(None, description="default: the first embedding")),

@@ -28,6 +28,7 @@ from imagemesh.query.collapse import calibrated_threshold, collapse_duplicates, 
 from imagemesh.query.collection import Collection
 from imagemesh.query.filtering import Selection
 from imagemesh.query.suggest import Suggestions
+from imagemesh.query.text_rank import TextRanker
 from imagemesh.store.reader import CollectionError, ImageNotFound
 from imagemesh.web.errors import ApiError
 from imagemesh.web.params import RequestModels, request_models, validate_params
@@ -61,6 +62,7 @@ class ServingState:
     metrics: dict[str, str] = field(init=False)
     upload_limits: ImageLimits = field(init=False)
     models: RequestModels = field(init=False)
+    text: TextRanker = field(init=False)
     decoders: list[IsolatedDecoder] = field(default_factory=list)
     dup_thresholds: dict[str, float] = field(default_factory=dict)
     uploads_ready: bool = False
@@ -76,6 +78,7 @@ class ServingState:
         self.suggestions = Suggestions(c.table, c.schema)
         self.metrics = {e["name"]: e["metric"] for e in c.embedding_info()}
         self.models = request_models(s, c.embeddings, self.suggestions.fields)
+        self.text = TextRanker(c)
         self.upload_limits = ImageLimits(max_file_bytes=s.max_upload_bytes, max_pixels=s.max_upload_pixels)
         self._upload_slots = threading.BoundedSemaphore(max(1, s.upload_workers) + max(0, s.upload_queue))
         threading.Thread(target=self.check_media, daemon=True, name="imagemesh-check-media").start()

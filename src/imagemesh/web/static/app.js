@@ -63,6 +63,13 @@ function bindForm() {
     ev.preventDefault();
     searchAgain({ newSeed: true });
   });
+  // in Random mode the keyword box ranks figures by text: results follow the typing
+  let typing = null;
+  el.keyword.addEventListener("input", () => {
+    clearTimeout(typing);
+    if (!el.modes.random.checked) return;
+    typing = setTimeout(() => searchAgain({ newSeed: false, push: false }), 300);
+  });
   for (const radio of Object.values(el.modes)) {
     radio.addEventListener("change", () => {
       readControls();

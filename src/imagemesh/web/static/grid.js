@@ -38,6 +38,7 @@ function makeTile(h, withDistance) {
   const badge = tileBadge(h);
   if (badge) meta.append(make("span", "year", badge));
   meta.append(make("span", "aid", hitLabel(h)));
+  if (h.snippet && typeof h.snippet.text === "string") meta.append(snippetNode(h.snippet));
   const title = hitTitle(h);
   if (title && title !== hitLabel(h)) {
     const t = make("div", "tile-title", truncate(title, 90));
@@ -46,6 +47,17 @@ function makeTile(h, withDistance) {
   }
   tile.append(thumb, meta);
   return tile;
+}
+
+/** The matched passage of a ranked text hit, its matched words in <mark> (built as nodes, not HTML). */
+function snippetNode(s) {
+  const p = make("div", "snippet");
+  for (const part of Array.isArray(s.parts) ? s.parts : [[s.text, false]]) {
+    const [text, marked] = Array.isArray(part) ? part : ["", false];
+    p.append(marked ? make("mark", "", String(text)) : document.createTextNode(String(text)));
+  }
+  p.title = `${s.field}: ${s.text}`;
+  return p;
 }
 
 /** Show `hits` (or append them: more results on scroll); duplicates of shown ids are skipped. */

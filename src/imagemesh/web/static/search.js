@@ -27,6 +27,10 @@ async function fetchResults(count, offset, signal) {
   const common = { embedding: state.embedding, filter: filterParam(filter), collapse: state.collapse ? "true" : null };
   const mode = effectiveMode();
   if (mode === "paper") return api(`/api/papers/${encodeURIComponent(state.paper)}`, {}, signal);
+  if (mode === "text") {
+    const rest = filterParam(buildFilter(state.filters, ["keyword"]));
+    return api("/api/search", { q: state.filters.keyword, k: Math.min(count, app.limits.max_k), filter: rest }, signal);
+  }
   if (mode === "papers") {
     const p = await api(`/api/papers/${encodeURIComponent(state.paper)}/similar`, { embedding: state.embedding, k: Math.min(count, app.limits.max_k), filter: filterParam(filter) }, signal);
     // one tile per paper: its figure closest to this paper's, its score as the distance
@@ -71,7 +75,16 @@ export async function run({ push = false, newSeed = false, focusTarget = false }
     const hits = Array.isArray(data.results) ? data.results : Array.isArray(data.figures) ? data.figures : [];
     app.lastQuery = { mode, state: JSON.parse(JSON.stringify(state)), uploads: uploads.map((u) => ({ name: u.file.name, polarity: u.polarity })), response: { ...data, results: undefined } };
     const collapsedNote = data.collapsed ? ` · ${plural(data.collapsed, "near-duplicate")} collapsed` : "";
-    if (mode === "paper") {
+    if (mode === "text") {
+      renderGrid(hits, false, "No figure's text matches these words.");
+      exhausted = hits.length < state.count || hits.length >= (data.total ?? 0);
+      const others = (data.expansions || []).filter((w) => w !== data.prefix).slice(0, 4);
+      let text = `${hits.length} of ${data.total} figures whose text matches “${state.filters.keyword.trim()}”, most relevant first`;
+      if (data.prefix && others.length) text += ` (“${data.prefix}…”: ${others.join(", ")}${data.expansions.length > others.length + 1 ? ", …" : ""})`;
+      const rest = describeFilters(Object.fromEntries(Object.entries(state.filters).filter(([k]) => k !== "keyword")));
+      if (buildFilter(state.filters, ["keyword"])) text += ` · ${rest}`;
+      setStatus(withNotice(text), "", "ranked by BM25 over the keyword fields; the last word also matches as a prefix");
+    } else if (mode === "paper") {
       renderGrid(hits, false, "No figures of this paper.");
       exhausted = true;
       setStatus(withNotice(`All ${plural(hits.length, "figure")} of ${state.paper}${data.title ? ` · ${data.title}` : ""}`));

@@ -98,6 +98,8 @@ export function writeURL(push) {
 /** The search the current state runs: a target or positive images are needed, else random. */
 export function effectiveMode() {
   if (state.paper) return state.paperView === "similar" ? "papers" : "paper";
+  // Random with words in the keyword box: the figures ranked by text relevance instead
+  if (state.mode === "random" && (state.filters.keyword || "").trim()) return "text";
   if (state.mode === "neighbors" && state.id !== null) return "neighbors";
   if (state.mode === "query" && (state.pos.length || uploads.some((u) => u.polarity === "pos"))) return "query";
   return "random";
