@@ -1,7 +1,7 @@
 """The ``imagemesh`` command line (click).
 
 Commands: ``build``, ``ingest arxiv``, ``embed``, ``neighbors``, ``random``, ``info``, ``verify``,
-``serve``, ``demo``, ``models``, ``bench`` (:mod:`imagemesh.bench.commands`) and ``train``
+``serve``, ``demo``, ``models``, ``concept save``, ``bench`` (:mod:`imagemesh.bench.commands`) and ``train``
 (:mod:`imagemesh.training.commands`). Failures print one ``error:`` line, never a traceback,
 and exit with status 1 (the command failed: not a collection, no images, a busy port, a file
 system error) or 2 (wrong arguments: bad filter, unknown image, embedding or backend).
@@ -482,6 +482,54 @@ def models_import_cmd(file: Path, name: str, input_size: int, mean: str, std: st
         _fail(str(e), EXIT_USAGE)
     d = json.loads(card.read_text())
     click.echo(f"imported {name}: {d['feature_dim']}-d from {d['feature_output']!r}, sha256 {d['sha256'][:12]}…; card {card}")
+
+
+# ---------------------------------------------------------------- concepts
+# (self-contained block; heavy imports stay inside the commands)
+
+
+@cli.group("concept")
+def concept_group() -> None:
+    """Concepts: linear classifiers trained from labelled images, saved as facet columns."""
+
+
+@concept_group.command("save")
+@click.argument("collection", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--name", required=True, help="Field name of the concept, e.g. figure_type (adds NAME and NAME_score).")
+@click.option("--labels", "labels_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="CSV of 'id,label' lines: id = row id, image key or arXiv id; label = 1/0 or pos/neg.")
+@click.option("--embedding", "-e", default=None, help="Embedding whose vectors the concept is trained on (default: the collection's default).")
+@click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Images with a score >= threshold get NAME = yes.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1), help="Seed of the cross-validation split.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def concept_save_cmd(collection: Path, name: str, labels_file: Path, embedding: str | None, threshold: float, seed: int, as_json: bool) -> None:
+    """Train a concept from the labelled images of COLLECTION (class-balanced logistic
+    regression over an embedding's stored vectors) and publish a new version with two new
+    fields: NAME ("yes"/"no" by --threshold; a facet, so {"NAME": "yes"} is a filter and a
+    dropdown) and NAME_score (the probability; a range field). Atomic: readers keep the old
+    version until the manifest switches; a failure leaves the collection as it was."""
+    from imagemesh.query.concepts import ConceptError, ConceptNameError, read_labels, save_concept
+    from imagemesh.store.manifest import ManifestError
+    from imagemesh.store.reader import CollectionError
+
+    try:
+        labels = read_labels(labels_file)
+        saved = save_concept(collection, name, labels, embedding=embedding, threshold=threshold, seed=seed, what=labels_file.name)
+    except ConceptNameError as e:
+        _fail(str(e), EXIT_USAGE)
+    except KeyError as e:  # unknown embedding
+        _fail(str(e).strip('"'), EXIT_USAGE)
+    except (ConceptError, CollectionError, ManifestError, ValueError) as e:
+        _fail(str(e))
+    except OSError as e:
+        _fail(_os_error(e))
+    if as_json:
+        click.echo(json.dumps(saved.to_dict(), indent=1, ensure_ascii=False))
+        return
+    c = saved.concept
+    cv = f"{c.cv_folds}-fold CV balanced accuracy {c.cv_score:.3f}" if c.cv_score is not None else "no CV score (a class has < 2 examples)"
+    click.echo(f"concept {saved.name}: {c.n_pos} positive, {c.n_neg} negative on {c.embedding}; {cv}; "
+               f"{saved.n_yes} of {saved.n_images} images 'yes' (score >= {saved.threshold:g}); "
+               f"fields {saved.name}, {saved.score_field}; version {saved.build_id}")
 
 
 def _add_command_groups() -> None:

@@ -37,7 +37,7 @@ from imagemesh.store.manifest import Manifest, ManifestError
 from imagemesh.store.pca import PcaReducer, fit_pca
 from imagemesh.store.projection import project_2d
 
-__all__ = ["VersionWriter", "DEFAULT_INDEX_PARAMS", "FILE_KINDS", "republish", "write_table", "index_search_text", "table_file_checksums"]
+__all__ = ["VersionWriter", "DEFAULT_INDEX_PARAMS", "FILE_KINDS", "republish", "publish_columns", "write_table", "index_search_text", "table_file_checksums"]
 
 log = logging.getLogger(__name__)
 
@@ -313,3 +313,69 @@ def republish(root: Path) -> str:
         w.link_files(root / m.data_dir, entry)
     w.publish(m.n_images, dict(m.table), dict(m.embeddings), dict(m.source), m.schema)
     return w.build_id
+
+
+def publish_columns(
+    root: Path,
+    columns: Mapping[str, pa.Array],
+    schema: Mapping[str, Any],
+    source: Mapping[str, Any] | None = None,
+    expect_build_id: str | None = None,
+) -> Manifest:
+    """Publish a new version of collection ``root`` whose ``images`` table has ``columns`` added.
+
+    The table at the manifest's version is read in row-id order, the columns are appended
+    and the result is committed as a new LanceDB version (``overwrite``: older versions stay
+    readable) with its full-text index rebuilt; every embedding's files are hard links to the
+    current version's; then the manifest switches atomically (:meth:`VersionWriter.publish`).
+    Until that switch readers see the old version, and a failure (or a crash) before it
+    leaves the collection as it was: an unreferenced table version and at most a
+    ``.partial`` folder, which the next publish removes.
+
+    Args:
+        columns: name -> ``pyarrow.Array`` of ``n_images`` values in row-id order.
+        schema: the new :class:`~imagemesh.core.schema.MetadataSchema` as a dict (it should
+            declare the new columns).
+        source: the manifest's new ``source`` record (default: unchanged).
+        expect_build_id: refuse (``ValueError``) if the current version is not this one, so
+            columns computed from one version are not published over another.
+
+    Returns:
+        The published manifest.
+
+    Raises:
+        ManifestError: ``root`` holds no readable manifest.
+        ValueError: a column of the wrong length, a name the table already has, or another
+            version than ``expect_build_id``.
+        OSError: a file system error.
+    """
+    import lancedb
+
+    root = Path(root)
+    m = Manifest.read(root)
+    if expect_build_id is not None and m.build_id != expect_build_id:
+        raise ValueError(f"the collection changed while the columns were computed (version {m.build_id}, expected {expect_build_id}); run again")
+    table = dict(m.table)
+    db = lancedb.connect(str(root / table.get("dir", "lance")))
+    name = table.get("name", "images")
+    tbl = db.open_table(name)
+    tbl.checkout(int(table["version"]))
+    cur = tbl.to_arrow().sort_by("row_id")
+    for col, values in columns.items():
+        if col in cur.schema.names:
+            raise ValueError(f"the {name} table already has a column {col!r}")
+        if len(values) != m.n_images:
+            raise ValueError(f"column {col!r} has {len(values)} values, the collection has {m.n_images} images")
+        cur = cur.append_column(col, values)
+    w = VersionWriter(root)
+    try:
+        for entry in m.embeddings.values():
+            w.link_files(root / m.data_dir, entry)
+        # A new version in row order (offsets stay equal to row ids); overwrite drops indices.
+        new = db.create_table(name, data=cur, mode="overwrite")
+        index_search_text(new)
+        table["version"] = int(new.version)
+    except BaseException:
+        w.abort()
+        raise
+    return w.publish(m.n_images, table, dict(m.embeddings), dict(m.source if source is None else source), dict(schema))
