@@ -69,9 +69,20 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     proc.communicate(timeout=30)
 
 
+#: One exception, for one operation: /api/concepts takes two lists of figures that must not
+#: share a figure (a figure cannot be both an example and a counter-example), which JSON
+#: Schema cannot say; such a request is a 400 although each list is valid on its own.
+CONFIG = """
+[[operations]]
+include-path = "/api/concepts"
+checks.positive_data_acceptance.expected-statuses = ["2XX", "400", "404"]
+"""
+
+
 def test_api_conforms_to_its_openapi_description(server: str, tmp_path: Path) -> None:
     exe = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or shutil.which("schemathesis")
     assert exe, "schemathesis is a test dependency (pip install -e '.[test]')"
+    (tmp_path / "schemathesis.toml").write_text(CONFIG)
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "", "NO_COLOR": "1"}
     run = subprocess.run(
         [exe, "run", f"{server}/api/openapi.json", "--checks", "all", "--max-examples", str(EXAMPLES),
@@ -81,5 +92,5 @@ def test_api_conforms_to_its_openapi_description(server: str, tmp_path: Path) ->
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-6000:]
     # every operation was tested, and the run says so
-    assert "Tested: 10" in out, out[-3000:]
+    assert "Tested: 14" in out, out[-3000:]
     assert " passed" in out and "failures" not in out.split("SUMMARY")[-1], out[-3000:]

@@ -38,8 +38,10 @@ def test_words_prefix_filter_and_paging(coll) -> None:
     # pages continue the same ranking
     first, second = r.search("study ", 10), r.search("study ", 10, offset=10)
     assert np.array_equal(np.concatenate([first.rows, second.rows]), r.search("study ", 20).rows)
+    # no indexable word: nothing matches (as with the keyword filter), not an error
+    assert r.search("%% --", 10).total == 0 and r.search("x" * 40, 10).total == 0
     with pytest.raises(ValueError):
-        r.search("%% --", 10)
+        r.search("blue", -1)
 
 
 def test_snippet_parts() -> None:
@@ -68,4 +70,5 @@ def test_search_api(coll) -> None:
     assert all(h["snippet"] and any(p[1] for p in h["snippet"]["parts"]) for h in d["results"])
     assert [h["score"] for h in d["results"]] == sorted((h["score"] for h in d["results"]), reverse=True)
     assert filtered.status_code == 200 and filtered.json()["total"] == coll.count({"keyword": "blue", "century": 15})
-    assert noword.status_code == empty.status_code == missing.status_code == 400
+    assert noword.status_code == 200 and noword.json()["total"] == 0 and noword.json()["results"] == []
+    assert empty.status_code == missing.status_code == 400

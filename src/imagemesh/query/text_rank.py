@@ -98,14 +98,18 @@ class TextRanker:
             allowed: ``bool[n]`` rows a filter keeps (``None``: all).
             prefix: read the last word as a prefix unless ``text`` ends with whitespace.
 
+        A text with no word, or with a word too long to be indexed (40 bytes or more),
+        matches nothing, as the ``keyword`` filter does (no word is silently dropped).
+
         Raises:
-            ValueError: ``text`` has no word, or ``k``/``offset`` are negative.
+            ValueError: ``k`` or ``offset`` is negative.
         """
         if k < 0 or offset < 0:
             raise ValueError("k and offset must be >= 0")
         ws = query_words(text)
         if ws is None:
-            raise ValueError("the text query has no word that can be indexed (letters or digits, under 40 bytes each)")
+            empty = np.zeros(0, np.int64)
+            return TextResults(empty, np.zeros(0, np.float32), 0, (), None, ())
         last: str | None = ws[-1] if prefix and text and not text[-1].isspace() else None
         exps: tuple[str, ...] = ()
         whole = ws[:-1] if last is not None else ws

@@ -10,6 +10,8 @@ contract any frontend may use (documented at ``/api/openapi.json``):
 * ``POST /api/query`` -- kNN of uploaded images and/or collection images, positives and
   negatives (multipart form; see :func:`create_app`'s ``query`` handler)
 * ``GET /api/search?q=&k=&offset=&filter=`` -- figures ranked by BM25 text relevance, with snippets
+* ``GET /api/concepts?positive=&negative=&embedding=&k=&filter=`` -- a classifier trained on the
+  labelled figures, the collection ranked by it (stateless)
 * ``GET /api/papers/{arxiv_id}`` -- every figure of a paper; ``/similar?embedding=&k=&filter=``
   -- papers whose figures look like it (:mod:`imagemesh.query.papers`)
 * ``GET /api/facets?filter=`` -- archive / category / year counts with official names
@@ -56,6 +58,7 @@ ROUTES: list[tuple[str, object, list[str]]] = [
     ("/api/neighbors", h.neighbors, ["GET"]),
     ("/api/query", h.query, ["POST"]),
     ("/api/search", h.text_search, ["GET"]),
+    ("/api/concepts", h.concept, ["GET"]),
     ("/api/papers/{arxiv_id:path}/similar", h.similar_papers_, ["GET"]),
     ("/api/papers/{arxiv_id:path}", h.paper, ["GET"]),
     ("/api/facets", h.facets, ["GET"]),

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
+from imagemesh.query.concepts import ConceptError, train_concept
 from imagemesh.query.papers import paper_rows, similar_papers
 from imagemesh.query.sampling import sample_rows
 from imagemesh.query.text_rank import snippet
@@ -22,7 +23,7 @@ from imagemesh.web.params import validate_params
 from imagemesh.web.state import ServingState
 from imagemesh.web.upload import UploadError, canonical_upload, read_form
 
-__all__ = ["info", "random_", "neighbors", "query", "text_search", "paper", "similar_papers_", "facets", "suggest", "map_", "image", "thumbnail", "full_image", "openapi", "index_page", "about_page"]
+__all__ = ["info", "random_", "neighbors", "query", "text_search", "concept", "paper", "similar_papers_", "facets", "suggest", "map_", "image", "thumbnail", "full_image", "openapi", "index_page", "about_page"]
 
 STATIC = Path(str(resources.files("imagemesh.web") / "static"))
 QUERY_FILES = ("positive_image", "negative_image")
@@ -224,6 +225,31 @@ def text_search(request: Request) -> JSONResponse:
         "q": p.q, "words": list(res.words), "prefix": res.prefix, "expansions": list(res.expansions),
         "total": res.total, "offset": p.offset, "next_offset": p.offset + len(rows), "results": out,
     })
+
+
+def concept(request: Request) -> JSONResponse:
+    """Train a concept from labelled figures and rank the collection by it (stateless: the
+    labels come with every request and nothing is kept; :mod:`imagemesh.query.concepts`)."""
+    st = ServingState.of(request)
+    c, p = st.collection, st.params(request, st.models.concept)
+    emb = st.embedding(p.embedding)
+    sel = st.selection(p.filter)
+    pos = [st.resolve(v) for v in p.positive]
+    neg = [st.resolve(v) for v in p.negative]
+    try:
+        model = train_concept(c, emb, pos, neg)
+    except ConceptError as e:
+        raise ApiError(400, str(e)) from None
+    scores = model.scores(np.asarray(c.vectors(emb), np.float32))
+    rows = sel.rows(len(c)) if sel is not None else np.arange(len(c), dtype=np.int64)
+    order = rows[np.lexsort((rows, -scores[rows]))][: p.k]
+    out = []
+    for h in c.hits([int(r) for r in order]):
+        d = st.hit_json(h)
+        d["score"] = round(float(scores[h.id]), 5)
+        out.append(d)
+    info = {k: v for k, v in model.to_dict().items() if k != "coef"}
+    return JSONResponse({"concept": info, "total": int(rows.size), "n_yes": int((scores[rows] >= 0.5).sum()), "results": out})
 
 
 def facets(request: Request) -> JSONResponse:

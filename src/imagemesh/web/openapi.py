@@ -96,6 +96,15 @@ def openapi_schema(collection: Any, settings: WebSettings, models: RequestModels
                     "responses": {"200": ok("TextResults"), "400": _ERROR, "409": _ERROR},
                 }
             },
+            "/api/concepts": {
+                "get": {
+                    "summary": "Train a concept (class-balanced logistic regression on the embedding's stored vectors) from figures labelled "
+                    "positive and negative, with its cross-validated balanced accuracy, and rank the (filtered) collection by its score. "
+                    "Stateless: the labels come with the request, nothing is kept",
+                    "parameters": params(models.concept),
+                    "responses": {"200": ok("ConceptResults"), "400": _ERROR, "404": _ERROR},
+                }
+            },
             "/api/papers/{arxiv_id}": {
                 "get": {
                     "summary": "Every figure of one paper (any version), in figure order, with the paper's title, authors and year",
@@ -185,6 +194,15 @@ def openapi_schema(collection: Any, settings: WebSettings, models: RequestModels
                     "properties": {
                         "total": {"type": "integer"}, "next_offset": {"type": "integer"},
                         "expansions": {"type": "array", "items": {"type": "string"}},
+                        "results": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}},
+                    },
+                },
+                "ConceptResults": {
+                    "type": "object",
+                    "required": ["concept", "results"],
+                    "properties": {
+                        "concept": {"type": "object", "description": "cv_score (balanced accuracy, null with < 2 labels in a class), cv_folds, n_pos, n_neg, embedding"},
+                        "total": {"type": "integer"}, "n_yes": {"type": "integer", "description": "figures with score >= 0.5"},
                         "results": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}},
                     },
                 },

@@ -36,6 +36,9 @@ _INT64_MAX = 2**63 - 1
 _ID_MAX_CHARS = 200
 
 
+_ID_ITEM = {"type": "string", "minLength": 1, "maxLength": _ID_MAX_CHARS, "pattern": r"\S"}
+
+
 class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -53,6 +56,7 @@ class RequestModels:
     paper: type[BaseModel]
     similar_papers: type[BaseModel]
     text_search: type[BaseModel]
+    concept: type[BaseModel]
 
 
 def _literal(values: Iterable[str]) -> Any:
@@ -105,6 +109,14 @@ def request_models(settings: WebSettings, embeddings: Iterable[str], suggest_fie
         ),
         map=model("MapParams", embedding=(emb_type, Field(None, description="default: the first embedding")), filter=filter_),
         paper=model("PaperParams"),
+        concept=model(
+            "ConceptParams",
+            positive=(list[str], Field(min_length=1, max_length=250, description="figures that show the concept (row ids, image keys or arXiv ids); none may also be a negative")),
+            negative=(list[str], Field(min_length=1, max_length=250, description="figures that do not")),
+            embedding=(emb_type, Field(None, description="the vectors the classifier is trained on; default: the first embedding")),
+            k=(int, Field(s.default_k, ge=1, le=s.max_k, description="figures returned, highest score first")),
+            filter=filter_,
+        ),
         text_search=model(
             "TextSearchParams",
             q=(str, Field(min_length=1, max_length=500, description="words; the last one is also a prefix unless the text ends with a space")),
@@ -189,6 +201,8 @@ def openapi_parameters(model: type[BaseModel], filter_schema: Mapping[str, Any])
     props, required = _field_schemas(model)
     out = []
     for name, schema in props.items():
+        if schema.get("type") == "array":  # repeated parameters: each a non-blank id
+            schema["items"] = dict(_ID_ITEM)
         desc = schema.pop("description", None)
         p: dict[str, Any] = {"name": name, "in": "query", "required": name in required}
         if desc:
@@ -208,7 +222,7 @@ def openapi_form_schema(model: type[BaseModel], filter_schema: Mapping[str, Any]
     props, _ = _field_schemas(model)
     for name, schema in props.items():
         if schema.get("type") == "array":
-            schema["items"] = {"type": "string", "minLength": 1, "maxLength": _ID_MAX_CHARS, "pattern": r"\S"}
+            schema["items"] = dict(_ID_ITEM)
         if name == FILTER_FIELD:
             props[name] = {**{k: v for k, v in schema.items() if k == "description"}, "type": "string", "contentMediaType": "application/json", "contentSchema": dict(filter_schema)}
     for name, desc in files.items():
