@@ -13,12 +13,12 @@ The canonical ``{"op": ...}`` form is accepted too but not described here.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from imagemesh.core.filters import MAX_IN_VALUES, MAX_NUMBER, MAX_TEXT_LEN
 from imagemesh.core.schema import FieldKind, MetadataSchema
 
-__all__ = ["filter_json_schema"]
+__all__ = ["filter_json_schema", "cluster_json_schema"]
 
 _NUMBER = {"type": "number", "minimum": -MAX_NUMBER, "maximum": MAX_NUMBER}
 _INTEGER = {"type": "integer", "minimum": -MAX_NUMBER, "maximum": MAX_NUMBER}
@@ -40,12 +40,29 @@ def _condition(kind: FieldKind) -> dict[str, Any]:
     return {"anyOf": [value, values, obj]}
 
 
-def filter_json_schema(schema: MetadataSchema) -> dict[str, Any]:
+def cluster_json_schema(embeddings: Sequence[str] | None = None) -> dict[str, Any]:
+    """The schema of a ``cluster`` condition: ``{"embedding": name, "id": id or [ids]}``
+    (``embedding`` one of ``embeddings`` when given; ids non-negative integers)."""
+    emb: dict[str, Any] = {"type": "string", "enum": list(embeddings)} if embeddings is not None else {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_LEN}
+    cid = {"type": "integer", "minimum": 0, "maximum": MAX_NUMBER}
+    ids = {"anyOf": [cid, {"type": "array", "items": cid, "minItems": 1, "maxItems": MAX_IN_VALUES}]}
+    return {
+        "type": "object",
+        "description": "rows in the k-means cluster(s) `id` of `embedding` (ids from the collection's clusters)",
+        "properties": {"embedding": emb, "id": ids},
+        "required": ["embedding", "id"],
+        "additionalProperties": False,
+    }
+
+
+def filter_json_schema(schema: MetadataSchema, embeddings: Sequence[str] | None = None) -> dict[str, Any]:
     """JSON Schema (draft 2020-12, OpenAPI 3.1) of a filter over ``schema``'s fields.
 
     An object whose keys are filterable fields (value: a value, a list of values meaning
     "any of", or ``{eq, in, gt, gte, lt, lte}`` on numbers / ``{eq, in, contains}`` on
-    text), ``keyword`` (words that must all occur in the keyword fields), and ``and`` /
+    text), ``keyword`` (words that must all occur in the keyword fields), ``cluster``
+    (``{"embedding", "id"}``, :func:`cluster_json_schema`; ``embedding`` is an enum of
+    ``embeddings`` when they are given, e.g. ``collection.embeddings``), and ``and`` /
     ``or`` (lists of filters) and ``not`` (a filter). Several keys mean AND.
 
     Returns:
@@ -53,6 +70,9 @@ def filter_json_schema(schema: MetadataSchema) -> dict[str, Any]:
     """
     props: dict[str, Any] = {name: _condition(kind) for name, kind in sorted(schema.filterable().items())}
     ref = {"$ref": "#/$defs/filter"}
+    cluster = cluster_json_schema(embeddings)
+    # a metadata field named "cluster" keeps its conditions (the parser tells them apart)
+    props["cluster"] = {"anyOf": [props["cluster"], cluster]} if "cluster" in props else cluster
     props.update({"keyword": _TEXT, "and": {"type": "array", "items": ref}, "or": {"type": "array", "items": ref}, "not": ref})
     node = {"type": "object", "properties": props, "additionalProperties": False}
     return {"$defs": {"filter": node}, **ref}

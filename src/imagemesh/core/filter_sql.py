@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 from imagemesh.core.errors import FilterError
-from imagemesh.core.filters import And, Contains, Eq, In, Keyword, MetadataFilter, Not, Or, Range, Scalar, fold_case
+from imagemesh.core.filters import And, Contains, Eq, In, InCluster, Keyword, MetadataFilter, Not, Or, Range, Scalar, fold_case
 from imagemesh.core.schema import FieldKind, MetadataSchema
 
 __all__ = ["to_lance_predicate", "sql_string"]
@@ -66,8 +66,10 @@ def to_lance_predicate(f: MetadataFilter | None, schema: MetadataSchema) -> str 
     Returns ``None`` for no filter.
 
     Raises:
-        FilterError: unknown field, a value of the wrong type for its column, or an
-            operator the column does not support (e.g. ``Range`` on a text column).
+        FilterError: unknown field, a value of the wrong type for its column, an
+            operator the column does not support (e.g. ``Range`` on a text column), or a
+            ``cluster`` leaf (:class:`~imagemesh.core.filters.InCluster`: not metadata, a
+            collection evaluates it as a row mask).
     """
     if f is None:
         return None
@@ -85,6 +87,8 @@ def _compile(f: MetadataFilter, schema: MetadataSchema) -> str:
         from imagemesh.core.text_search import keyword_predicate
 
         return keyword_predicate(f.text)
+    if isinstance(f, InCluster):
+        raise FilterError("a cluster filter has no SQL form: clusters are not metadata columns (a collection evaluates it from its clustering)")
     field = getattr(f, "field")
     kind = schema.kind(field)  # raises FilterError for unknown fields
     col = _ident(field)

@@ -1,7 +1,7 @@
 """Metadata filters as data.
 
 A :class:`MetadataFilter` is a small tree of frozen dataclasses (``Eq``, ``In``,
-``Range``, ``Contains``, ``Keyword``, ``And``, ``Or``, ``Not``) with
+``Range``, ``Contains``, ``Keyword``, ``InCluster``, ``And``, ``Or``, ``Not``) with
 
 * a JSON form (:meth:`MetadataFilter.to_dict` / :func:`from_dict`, which also accepts
   the shorthands used by the CLI's ``--where`` and the web API's ``filter=``),
@@ -39,6 +39,7 @@ __all__ = [
     "Range",
     "Contains",
     "Keyword",
+    "InCluster",
     "And",
     "Or",
     "Not",
@@ -201,6 +202,35 @@ class Keyword(MetadataFilter):
 
 
 @dataclass(frozen=True)
+class InCluster(MetadataFilter):
+    """Rows in any of the clusters ``ids`` of the collection's k-means clustering under
+    ``embedding`` (:mod:`imagemesh.query.clusters`); JSON
+    ``{"cluster": {"embedding": "imagenet", "id": 12}}`` or ``"id": [1, 2]``.
+
+    Cluster ids are not metadata: a collection evaluates this leaf as a row mask from its
+    cached clustering (and refuses an unknown embedding or a cluster id it does not have);
+    it has no SQL form. :meth:`matches` reads a row's cluster id under
+    :meth:`row_key` (``"cluster:<embedding>"``), absent in metadata rows, so plain metadata
+    never matches.
+    """
+
+    embedding: str
+    ids: tuple[int, ...]
+
+    @staticmethod
+    def row_key(embedding: str) -> str:
+        """Where :meth:`matches` looks for a row's cluster id under ``embedding``."""
+        return f"cluster:{embedding}"
+
+    def matches(self, row: Mapping[str, Any]) -> bool:
+        v = row.get(self.row_key(self.embedding))
+        return v is not None and not isinstance(v, bool) and v in self.ids
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"op": "cluster", "embedding": self.embedding, "id": self.ids[0] if len(self.ids) == 1 else list(self.ids)}
+
+
+@dataclass(frozen=True)
 class And(MetadataFilter):
     filters: tuple[MetadataFilter, ...]
 
@@ -299,6 +329,28 @@ def _field_condition(field: str, cond: Any) -> MetadataFilter:
     return parts[0] if len(parts) == 1 else And(tuple(parts))
 
 
+def _cluster(spec: Any) -> InCluster:
+    """``{"embedding": name, "id": id or [ids]}`` (ids sorted, duplicates dropped)."""
+    if not isinstance(spec, dict):
+        raise FilterError('cluster: expected {"embedding": name, "id": cluster id or list of ids}')
+    unknown = set(spec) - {"embedding", "id"}
+    if unknown:
+        raise FilterError(f"cluster: unknown keys {sorted(unknown)}; use embedding, id")
+    if "embedding" not in spec or "id" not in spec:
+        raise FilterError(f"cluster: missing {'embedding' if 'embedding' not in spec else 'id'!r}")
+    emb = _check_text(spec["embedding"], "cluster.embedding")
+    if not emb:
+        raise FilterError("cluster.embedding: expected an embedding name")
+    raw = spec["id"]
+    ids = raw if isinstance(raw, list) else [raw]
+    if not ids:
+        raise FilterError("cluster.id: expected a cluster id or a non-empty list of ids")
+    for i in _limit_values(ids, "cluster.id"):
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i <= MAX_NUMBER:
+            raise FilterError(f"cluster.id: expected non-negative integers, got {i!r}")
+    return InCluster(emb, tuple(sorted(set(ids))))
+
+
 def _limit_values(vals: list[Any], field: str) -> list[Any]:
     if len(vals) > MAX_IN_VALUES:
         raise FilterError(f"{field}: more than {MAX_IN_VALUES} values")
@@ -310,7 +362,7 @@ def from_dict(data: Any, *, _depth: int = 0) -> MetadataFilter | None:
 
     Canonical nodes carry ``"op"``: ``eq`` (field, value), ``in`` (field, values),
     ``range`` (field, gt/gte/lt/lte), ``contains`` (field, text), ``keyword`` (text),
-    ``and``/``or`` (filters), ``not`` (filter).
+    ``cluster`` (embedding, id), ``and``/``or`` (filters), ``not`` (filter).
 
     Shorthands (several keys mean AND)::
 
@@ -319,6 +371,7 @@ def from_dict(data: Any, *, _depth: int = 0) -> MetadataFilter | None:
         {"category": {"in": ["cs.CL", "cs.CV"]}}    # In  (also {"category": [...]})
         {"title": {"contains": "transformer"}}      # Contains
         {"keyword": "transformer"}                  # every word, anywhere in the metadata (full-text index)
+        {"cluster": {"embedding": "imagenet", "id": 12}}  # InCluster (also "id": [1, 2])
         {"or": [{...}, {...}]}, {"and": [...]}, {"not": {...}}
 
     Returns ``None`` for an empty filter (``{}`` or ``None``).
@@ -350,6 +403,8 @@ def from_dict(data: Any, *, _depth: int = 0) -> MetadataFilter | None:
                 parts.append(Not(sub))
         elif key == "keyword":
             parts.append(Keyword(_check_text(cond, "keyword")))
+        elif key == "cluster" and isinstance(cond, dict) and ("embedding" in cond or "id" in cond):
+            parts.append(_cluster(cond))  # other conditions on "cluster": a metadata field of that name
         else:
             parts.append(_field_condition(_check_field(key), cond))
     result = parts[0] if len(parts) == 1 else And(tuple(parts))
@@ -376,6 +431,8 @@ def _from_canonical(d: dict[str, Any], depth: int) -> MetadataFilter:
             return Contains(_check_field(d["field"]), _check_text(d["text"], str(d["field"])))
         if op == "keyword":
             return Keyword(_check_text(d["text"], "keyword"))
+        if op == "cluster":
+            return _cluster({k: v for k, v in d.items() if k != "op"})
         if op in ("and", "or"):
             subs_raw = d["filters"]
             if not isinstance(subs_raw, list):

@@ -3,7 +3,8 @@
 :class:`Collection` is a :class:`~imagemesh.store.reader.CollectionReader` (rows, metadata,
 media, vectors) plus the query layer's state for that version: filter masks
 (:mod:`~imagemesh.query.filtering`), one :class:`~imagemesh.query.planner.QueryPlanner` per
-embedding, facet counts, upload embedders. Its query methods are thin: the work is in
+embedding, facet counts, upload embedders, one k-means clustering per embedding
+(:mod:`~imagemesh.query.clusters`). Its query methods are thin: the work is in
 :mod:`imagemesh.query.search`, :mod:`~imagemesh.query.sampling` and :mod:`~imagemesh.query.facets`.
 """
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from imagemesh.core.filters import MetadataFilter
 from imagemesh.core.registry import Registries
+from imagemesh.query.clusters import Clustering, cluster_collection
 from imagemesh.query.embedder import QueryEmbedder, make_query_embedder
 from imagemesh.query.facets import FacetCounter
 from imagemesh.query.filtering import FilterEvaluator, Selection, Where
@@ -55,11 +57,13 @@ class Collection(CollectionReader):
     ) -> None:
         super().__init__(root, registries, verify_checksums)
         self.planner_config = PlannerConfig(exact_max_rows=int(exact_threshold), cache_bytes=int(planner_cache_bytes))
-        self.filters = FilterEvaluator(self, filter_cache_size)
+        self.filters = FilterEvaluator(self, filter_cache_size, clustering=self.clustering)
         self.facet_counter = FacetCounter(self, filter_cache_size)
         self._planners: dict[str, QueryPlanner] = {}
         self._embedders: dict[str, QueryEmbedder] = {}
         self._lock = threading.Lock()
+        self._clusterings: dict[str, Clustering] = {}
+        self._clusters_lock = threading.Lock()
 
     # ------------------------------------------------------------------ parts
 
@@ -75,6 +79,20 @@ class Collection(CollectionReader):
     def has_planner(self, embedding: str) -> bool:
         with self._lock:
             return embedding in self._planners
+
+    def clustering(self, embedding: str | None = None) -> Clustering:
+        """The k-means clusters of ``embedding`` (default k and seed 0; see
+        :func:`~imagemesh.query.clusters.cluster_collection`), computed on first use and
+        kept: what ``cluster`` filters select from.
+
+        Raises:
+            KeyError: unknown embedding.
+        """
+        name = self.state(embedding).name
+        with self._clusters_lock:
+            if name not in self._clusterings:
+                self._clusterings[name] = cluster_collection(self, name)
+            return self._clusterings[name]
 
     def query_embedder(self, embedding: str | None = None, registries: Registries | None = None) -> QueryEmbedder:
         """Embeds new images (uploads) into ``embedding``'s reduced space (see

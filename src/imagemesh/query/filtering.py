@@ -6,8 +6,9 @@ which every later step (planner, sampling, facets, the query-image check) reuses
 
 Filters are compiled to escaped LanceDB predicates and evaluated by LanceDB; ``keyword``
 leaves are answered by the full-text index of ``search_text``
-(:mod:`imagemesh.core.text_search`) and combined with the rest by mask algebra (``&``, ``|``,
-``~``). The masks of recent filters are cached (LRU).
+(:mod:`imagemesh.core.text_search`) and ``cluster`` leaves by the collection's clustering of
+that embedding (:mod:`imagemesh.query.clusters`), and combined with the rest by mask algebra
+(``&``, ``|``, ``~``). The masks of recent filters are cached (LRU).
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from imagemesh.core.errors import FilterError
-from imagemesh.core.filter_sql import to_lance_predicate
-from imagemesh.core.filters import And, Keyword, MetadataFilter, Not, Or, from_dict, parse_filter
+from imagemesh.core.filter_sql import sql_string, to_lance_predicate
+from imagemesh.core.filters import And, InCluster, Keyword, MetadataFilter, Not, Or, from_dict, parse_filter
 from imagemesh.core.text_search import FTS_COLUMN, fts_query_text, keyword_predicate
+from imagemesh.query.clusters import Clustering
 from imagemesh.store.reader import CollectionReader
 
 __all__ = ["Selection", "FilterEvaluator", "Where", "coerce_filter"]
@@ -33,7 +35,8 @@ class Selection:
 
     Attributes:
         filter: the parsed filter (``None``: no filter).
-        key: its compiled predicate (a stable cache key), ``None`` without a filter.
+        key: its compiled predicate (a stable cache key; a ``cluster`` leaf is written
+            ``cluster('<embedding>', [ids])``), ``None`` without a filter.
         mask: read-only ``bool[N]`` of matching rows, ``None`` without a filter.
         n_allowed: matching rows (``N`` without a filter).
     """
@@ -69,13 +72,14 @@ def coerce_filter(where: Where) -> MetadataFilter | None:
     return from_dict(where)
 
 
-def _has_keyword(f: MetadataFilter) -> bool:
-    if isinstance(f, Keyword):
+def _has_leaf(f: MetadataFilter, kinds: tuple[type, ...] = (Keyword, InCluster)) -> bool:
+    """Whether ``f`` has a leaf of ``kinds`` (by default: leaves LanceDB's SQL does not answer)."""
+    if isinstance(f, kinds):
         return True
     if isinstance(f, (And, Or)):
-        return any(_has_keyword(x) for x in f.filters)
+        return any(_has_leaf(x, kinds) for x in f.filters)
     if isinstance(f, Not):
-        return _has_keyword(f.filter)
+        return _has_leaf(f.filter, kinds)
     return False
 
 
@@ -85,12 +89,15 @@ class FilterEvaluator:
     Args:
         reader: the open collection.
         cache_size: masks kept (one ``bool[N]`` each, 1 MB per 1M images).
+        clustering: the clustering of an embedding (by name), for ``cluster`` filters;
+            without it they are refused.
 
     Thread-safe (the web server queries from a thread pool).
     """
 
-    def __init__(self, reader: CollectionReader, cache_size: int = 64) -> None:
+    def __init__(self, reader: CollectionReader, cache_size: int = 64, clustering: Callable[[str], Clustering] | None = None) -> None:
         self.reader = reader
+        self.clustering = clustering
         self.n = len(reader)
         self._cache: OrderedDict[str, tuple[MetadataFilter, np.ndarray, int]] = OrderedDict()
         self._lock = threading.Lock()
@@ -106,7 +113,7 @@ class FilterEvaluator:
         if isinstance(where, Selection):
             return where
         f = coerce_filter(where)
-        pred = to_lance_predicate(f, self.reader.schema)  # also validates; the cache key
+        pred = self._key(f)  # also validates; the cache key
         if f is None or pred is None:
             return Selection(None, None, None, self.n)
         with self._lock:
@@ -128,11 +135,47 @@ class FilterEvaluator:
         with self._lock:
             return [f for f, _, _ in reversed(self._cache.values())][: max(0, int(n))]
 
+    def _key(self, f: MetadataFilter | None) -> str | None:
+        """The compiled predicate of ``f``; a ``cluster`` leaf (no SQL form) is written
+        ``cluster('<embedding>', [ids])`` after its ids are checked against the clustering."""
+        if f is None or not _has_leaf(f, (InCluster,)):
+            return to_lance_predicate(f, self.reader.schema)
+        if isinstance(f, InCluster):
+            self._cluster_of(f)
+            return f"cluster({sql_string(f.embedding)}, {sorted(set(f.ids))})"
+        if isinstance(f, Not):
+            return f"(NOT {self._key(f.filter)})"
+        if isinstance(f, (And, Or)):
+            if not f.filters:
+                return "true" if isinstance(f, And) else "false"
+            return "(" + f" {type(f).__name__.upper()} ".join(str(self._key(s)) for s in f.filters) + ")"
+        raise FilterError(f"cannot evaluate filter node {type(f).__name__}")
+
+    def _cluster_of(self, f: InCluster) -> Clustering:
+        """The clustering ``f`` selects from, after checking its embedding and ids.
+
+        Raises:
+            FilterError: no clusters here, unknown embedding, or a cluster id out of range.
+        """
+        names = self.reader.embeddings
+        if self.clustering is None:
+            raise FilterError("cluster filters need a collection with clusters")
+        if f.embedding not in names:
+            raise FilterError(f"cluster: unknown embedding {f.embedding!r}; this collection has: {', '.join(names) or '(none)'}")
+        c = self.clustering(f.embedding)
+        bad = [i for i in f.ids if not 0 <= i < c.k]
+        if bad:
+            have = f"ids 0-{c.k - 1}" if c.k else "no clusters"
+            raise FilterError(f"cluster: no cluster {bad[0]} under embedding {f.embedding!r} (it has {c.k} clusters: {have})")
+        return c
+
     def _mask(self, f: MetadataFilter) -> np.ndarray:
-        if not _has_keyword(f):
+        if not _has_leaf(f):
             return self._rows_to_mask(self.reader.table.search().where(to_lance_predicate(f, self.reader.schema)))
         if isinstance(f, Keyword):
             return self._keyword_mask(f.text)
+        if isinstance(f, InCluster):
+            return np.asarray(self._cluster_of(f).mask(f.ids), dtype=bool)
         if isinstance(f, Not):
             return ~self._mask(f.filter)
         if isinstance(f, (And, Or)):
