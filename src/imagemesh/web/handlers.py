@@ -23,7 +23,7 @@ from imagemesh.web.params import validate_params
 from imagemesh.web.state import ServingState
 from imagemesh.web.upload import UploadError, canonical_upload, read_form
 
-__all__ = ["info", "random_", "neighbors", "query", "text_search", "concept", "paper", "similar_papers_", "facets", "suggest", "map_", "image", "thumbnail", "full_image", "openapi", "index_page", "about_page"]
+__all__ = ["info", "random_", "neighbors", "query", "text_search", "concept", "clusters", "paper", "similar_papers_", "facets", "suggest", "map_", "image", "thumbnail", "full_image", "openapi", "index_page", "about_page"]
 
 STATIC = Path(str(resources.files("imagemesh.web") / "static"))
 QUERY_FILES = ("positive_image", "negative_image")
@@ -250,6 +250,27 @@ def concept(request: Request) -> JSONResponse:
         out.append(d)
     info = {k: v for k, v in model.to_dict().items() if k != "coef"}
     return JSONResponse({"concept": info, "total": int(rows.size), "n_yes": int((scores[rows] >= 0.5).sum()), "results": out})
+
+
+def clusters(request: Request) -> JSONResponse:
+    """The k-means clusters of an embedding (:mod:`imagemesh.query.clusters`): label words,
+    size, representative figures; with a filter, how many of each cluster's figures match.
+    Use one as a filter: ``{"cluster": {"embedding": ..., "id": ...}}``."""
+    st = ServingState.of(request)
+    c, p = st.collection, st.params(request, st.models.clusters)
+    emb = st.embedding(p.embedding)
+    sel = st.selection(p.filter)
+    cl = c.clustering(emb)
+    reps = sorted({r for x in cl.clusters for r in x.representatives})
+    shown = {h.id: st.hit_json(h) for h in c.hits(reps)}
+    out = []
+    for x in cl.clusters:
+        d = x.to_dict()
+        d["representatives"] = [shown[r] for r in x.representatives if r in shown]
+        if sel is not None and sel.mask is not None:
+            d["matching"] = int(np.count_nonzero(sel.mask[cl.rows(x.id)]))
+        out.append(d)
+    return JSONResponse({"embedding": emb, "k": cl.k, "clusters": out})
 
 
 def facets(request: Request) -> JSONResponse:

@@ -23,7 +23,7 @@ def openapi_schema(collection: Any, settings: WebSettings, models: RequestModels
     validate requests, :mod:`imagemesh.web.params`); ``filter`` from
     :func:`~imagemesh.core.filter_schema.filter_json_schema` of the collection's schema.
     """
-    fs = filter_json_schema(collection.schema)
+    fs = filter_json_schema(collection.schema, embeddings=list(collection.embeddings))
     params = lambda model: openapi_parameters(model, fs)  # noqa: E731
     files = {"positive_image": "PNG, JPEG, GIF, WebP, BMP or TIFF", "negative_image": "PNG, JPEG, GIF, WebP, BMP or TIFF"}
     hit = {
@@ -103,6 +103,14 @@ def openapi_schema(collection: Any, settings: WebSettings, models: RequestModels
                     "Stateless: the labels come with the request, nothing is kept",
                     "parameters": params(models.concept),
                     "responses": {"200": ok("ConceptResults"), "400": _ERROR, "404": _ERROR},
+                }
+            },
+            "/api/clusters": {
+                "get": {
+                    "summary": "k-means clusters of an embedding's vectors (FAISS, fixed seed, k = sqrt(n/2) in [2, 200]) with label words "
+                    "(class-based TF-IDF of captions and titles) and representative figures; filter one with {\"cluster\": {\"embedding\", \"id\"}}",
+                    "parameters": params(models.clusters),
+                    "responses": {"200": ok("Clusters"), "400": _ERROR},
                 }
             },
             "/api/papers/{arxiv_id}": {
@@ -204,6 +212,25 @@ def openapi_schema(collection: Any, settings: WebSettings, models: RequestModels
                         "concept": {"type": "object", "description": "cv_score (balanced accuracy, null with < 2 labels in a class), cv_folds, n_pos, n_neg, embedding"},
                         "total": {"type": "integer"}, "n_yes": {"type": "integer", "description": "figures with score >= 0.5"},
                         "results": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}},
+                    },
+                },
+                "Clusters": {
+                    "type": "object",
+                    "required": ["k", "clusters"],
+                    "properties": {
+                        "k": {"type": "integer"},
+                        "clusters": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "id": {"type": "integer"}, "size": {"type": "integer"}, "label": {"type": "string"},
+                                    "label_words": {"type": "array", "items": {"type": "string"}},
+                                    "representatives": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}},
+                                    "matching": {"type": "integer", "description": "with a filter: the cluster's figures that match it"},
+                                },
+                            },
+                        },
                     },
                 },
                 "Paper": {

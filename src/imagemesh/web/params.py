@@ -57,6 +57,7 @@ class RequestModels:
     similar_papers: type[BaseModel]
     text_search: type[BaseModel]
     concept: type[BaseModel]
+    clusters: type[BaseModel]
 
 
 def _literal(values: Iterable[str]) -> Any:
@@ -109,6 +110,11 @@ def request_models(settings: WebSettings, embeddings: Iterable[str], suggest_fie
         ),
         map=model("MapParams", embedding=(emb_type, Field(None, description="default: the first embedding")), filter=filter_),
         paper=model("PaperParams"),
+        clusters=model(
+            "ClustersParams",
+            embedding=(emb_type, Field(None, description="default: the first embedding")),
+            filter=(Optional[str], Field(None, description="JSON of a metadata filter: each cluster also gets the count of its figures that match")),
+        ),
         concept=model(
             "ConceptParams",
             positive=(list[str], Field(min_length=1, max_length=250, description="figures that show the concept (row ids, image keys or arXiv ids); none may also be a negative")),
