@@ -233,6 +233,33 @@ def test_paper_view_and_papers_like_this(page, real_collection) -> None:
     assert "paper" not in url_state(page)
 
 
+def test_clusters_view_and_cluster_filter(page, real_collection) -> None:
+    open_app(page)
+    page.click("#view-clusters")
+    page.wait_for_selector("#clusters-list .cluster-card")
+    emb = real_collection.embeddings[0]
+    cl = real_collection.clustering(emb)
+    cards = page.eval_on_selector_all("#clusters-list .cluster-card", "cs => cs.map(c => [Number(c.dataset.id), c.querySelector('.cluster-label').textContent])")
+    assert cards == [[x.id, x.label] for x in cl.clusters]
+    assert url_state(page)["view"] == "clusters"
+    shot(page, "clusters")
+    # choosing a cluster filters the grid to its figures
+    c1 = cl.clusters[1]
+    page.click(f"#clusters-list .cluster-card[data-id='{c1.id}']")
+    text = wait_status(page, "random sample")
+    assert f"of {c1.size} matching images" in text and "cluster" in text, text
+    assert set(tile_ids(page)) == set(int(r) for r in cl.rows(c1.id))
+    assert url_state(page)["cluster"] == f"{emb}:{c1.id}" and url_state(page).get("view") is None
+    assert page.inner_text("#cluster-chip").startswith("Cluster:")
+    # the link restores it; the chip removes it
+    page.reload()
+    page.wait_for_selector("body[data-ready='1']")
+    wait_status(page, f"of {c1.size} matching images")
+    page.click("#cluster-chip")
+    text = wait_status(page, f"of {len(real_collection)} images")
+    assert "cluster" not in url_state(page) and page.is_hidden("#cluster-chip")
+
+
 def test_url_reloads_same_state_and_back_forward(page, browser) -> None:
     open_app(page, "?seed=5")
     random_ids = tile_ids(page)

@@ -22,6 +22,7 @@ import { bindSuggestions, facetSelects, firstExtraControl, setExtraFilters, setu
 import { markSelectedTile, moveFocus, tileOf } from "./grid.js";
 import { bindMap } from "./map.js";
 import { addToQuery, addUploads, clearTray, onTrayChange, renderTray } from "./query.js";
+import { onChooseCluster } from "./clusters.js";
 import { configureSchema } from "./schema.js";
 import { loadMore, run, selectTarget } from "./search.js";
 import { app, effectiveMode, readURL, resetFilters, state, writeURL } from "./state.js";
@@ -110,6 +111,17 @@ function bindForm() {
 function bindToolbar() {
   el.viewGrid.addEventListener("click", () => setView("grid"));
   el.viewMap.addEventListener("click", () => setView("map"));
+  el.viewClusters.addEventListener("click", () => setView("clusters"));
+  onChooseCluster((cl) => {
+    state.filters.__cluster = cl;
+    setView("grid");
+    searchAgain({ newSeed: true });
+  });
+  el.clusterChip.addEventListener("click", () => {
+    delete state.filters.__cluster;
+    syncControls();
+    searchAgain({ newSeed: true });
+  });
   el.upload.addEventListener("change", () => {
     takeUploads([...el.upload.files]);
     el.upload.value = "";

@@ -3,6 +3,7 @@
 
 import { el } from "./dom.js";
 import { readFilterControls, syncFilterControls, ensureOption } from "./filters.js";
+import { loadClusters } from "./clusters.js";
 import { loadMap } from "./map.js";
 import { renderTray } from "./query.js";
 import { app, state, writeURL } from "./state.js";
@@ -16,10 +17,15 @@ export function syncControls() {
   el.collapse.checked = state.collapse;
   el.viewGrid.setAttribute("aria-pressed", String(state.view === "grid"));
   el.viewMap.setAttribute("aria-pressed", String(state.view === "map"));
+  el.viewClusters.setAttribute("aria-pressed", String(state.view === "clusters"));
   el.mapview.hidden = state.view !== "map";
+  el.clustersview.hidden = state.view !== "clusters";
   document.body.dataset.view = state.view; // the map view hides the "selected" bar: a click must not move the canvas
-  el.grid.hidden = state.view === "map";
-  el.more.hidden = state.view === "map";
+  el.grid.hidden = state.view !== "grid";
+  el.more.hidden = state.view !== "grid";
+  const cl = state.filters.__cluster;
+  el.clusterChip.hidden = !cl;
+  if (cl) el.clusterChip.textContent = `Cluster: ${cl.label || `#${cl.id}`} ×`;
   renderTray();
 }
 
@@ -50,4 +56,5 @@ export function setView(view) {
   syncControls();
   writeURL(true);
   if (view === "map") loadMap(app.runSeq);
+  if (view === "clusters") loadClusters(app.runSeq);
 }

@@ -105,6 +105,8 @@ export function buildFilter(filters, omit = []) {
     }
   }
   const f = {};
+  const cl = filters.__cluster; // {embedding, id, label}: a cluster chosen in the Clusters view
+  if (cl && !omit.includes("__cluster")) f.cluster = { embedding: cl.embedding, id: cl.id };
   for (const [field, c] of conds) {
     if (typeof c === "string") f[field] = c;
     else if (Object.keys(c).length === 1 && "eq" in c) f[field] = c.eq;
@@ -118,6 +120,8 @@ export const filterParam = (f) => (f ? JSON.stringify(f) : null);
 /** "archive cs, year 2023, keyword “x”, title contains “y”" */
 export function describeFilters(filters) {
   const parts = [];
+  const cl = filters.__cluster;
+  if (cl) parts.push(`cluster “${truncate(cl.label || `#${cl.id}`, 40)}” (${cl.embedding})`);
   for (const c of schema.controls) {
     const v = filters[c.key];
     if (!v) continue;

@@ -9,6 +9,7 @@ import { el, setStatus } from "./dom.js";
 import { refreshFacets } from "./filters.js";
 import { markSelectedTile, renderGrid } from "./grid.js";
 import { hitLabel } from "./hits.js";
+import { loadClusters } from "./clusters.js";
 import { drawMap, loadMap } from "./map.js";
 import { dropRefusedUpload, queryForm, renderTray } from "./query.js";
 import { buildFilter, describeFilters, filterParam } from "./schema.js";
@@ -157,6 +158,7 @@ export async function run({ push = false, newSeed = false, focusTarget = false }
   if (seq !== app.runSeq) return;
   const facets = refreshFacets(seq);
   if (state.view === "map") loadMap(seq);
+  if (state.view === "clusters") loadClusters(seq);
   await facets; // resolve once the dropdowns show counts too (the page is "ready")
 }
 

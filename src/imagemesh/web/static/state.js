@@ -61,7 +61,9 @@ export function readURL() {
   state.seed = /^\d{1,15}$/.test(seed) ? Number(seed) : null;
   resetFilters();
   for (const c of schema.controls) state.filters[c.key] = (p.get(c.url) || "").slice(0, 200);
-  state.view = p.get("view") === "map" ? "map" : "grid";
+  const cl = /^(.{1,60}):(\d{1,4})$/.exec(p.get("cluster") || "");
+  if (cl && names.includes(cl[1])) state.filters.__cluster = { embedding: cl[1], id: Number(cl[2]), label: "" };
+  state.view = ["map", "clusters"].includes(p.get("view")) ? p.get("view") : "grid";
   state.collapse = p.get("collapse") === "1";
   const n = Number.parseInt(p.get("n") || "", 10);
   state.count = Number.isFinite(n) && n > 0 ? Math.min(n, 500) : PAGE;
@@ -80,7 +82,9 @@ function stateQuery() {
   }
   if (state.mode === "random" && state.seed !== null) p.set("seed", String(state.seed));
   for (const c of schema.controls) if (state.filters[c.key]) p.set(c.url, state.filters[c.key]);
-  if (state.view === "map") p.set("view", "map");
+  const cl = state.filters.__cluster;
+  if (cl) p.set("cluster", `${cl.embedding}:${cl.id}`);
+  if (state.view !== "grid") p.set("view", state.view);
   if (state.collapse) p.set("collapse", "1");
   if (state.count !== PAGE) p.set("n", String(state.count));
   if (state.pos.length) p.set("pos", state.pos.join(","));
