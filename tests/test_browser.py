@@ -260,6 +260,30 @@ def test_clusters_view_and_cluster_filter(page, real_collection) -> None:
     assert "cluster" not in url_state(page) and page.is_hidden("#cluster-chip")
 
 
+def test_concept_from_the_tray_ranks_the_grid(page, real_collection) -> None:
+    import numpy as np
+
+    from imagemesh.query.concepts import train_concept
+
+    open_app(page)
+    ids = tile_ids(page)
+    pos, neg = ids[:3], ids[3:6]
+    for i, button in [*((i, "#detail-pos") for i in pos), *((i, "#detail-neg") for i in neg)]:
+        page.click(f"#grid .tile[data-id='{i}']")
+        page.wait_for_function("i => document.getElementById('detail-kicker').title === `row ${i}`", arg=i)
+        page.click(button)
+    page.click("#tray-concept")
+    text = wait_status(page, "ranked by a concept learned from 3 examples and 3 counter-examples")
+    emb = real_collection.embeddings[0]
+    model = train_concept(real_collection, emb, pos, neg)
+    scores = model.scores(np.asarray(real_collection.vectors(emb), np.float32))
+    want = [int(r) for r in np.lexsort((np.arange(len(scores)), -scores))[:40]]
+    assert tile_ids(page) == want, text
+    assert url_state(page)["concept"] == "1" and url_state(page)["mode"] == "query"
+    assert page.inner_text(f"#grid .tile[data-id='{want[0]}'] .dist").startswith("p=")
+    shot(page, "concept")
+
+
 def test_url_reloads_same_state_and_back_forward(page, browser) -> None:
     open_app(page, "?seed=5")
     random_ids = tile_ids(page)

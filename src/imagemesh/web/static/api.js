@@ -39,7 +39,8 @@ async function send(url, init) {
 export async function api(path, params = {}, signal = undefined) {
   const qs = new URLSearchParams();
   for (const [k, v] of Object.entries(params)) {
-    if (v !== null && v !== undefined && v !== "" && v !== false) qs.set(k, String(v));
+    if (Array.isArray(v)) for (const x of v) qs.append(k, String(x));
+    else if (v !== null && v !== undefined && v !== "" && v !== false) qs.set(k, String(v));
   }
   return send(qs.toString() ? `${path}?${qs}` : path, { signal });
 }

@@ -131,6 +131,20 @@ function bindToolbar() {
   onTrayChange(afterTrayChange);
   el.traySearch.addEventListener("click", () => {
     state.mode = "query";
+    state.paper = null;
+    state.concept = false;
+    state.count = PAGE;
+    syncControls();
+    run({ push: true });
+  });
+  el.trayConcept.addEventListener("click", () => {
+    if (!state.pos.length || !state.neg.length) {
+      setStatus("A concept needs at least one “more like” and one “less like” figure from the collection (uploads cannot be used).", "error");
+      return;
+    }
+    state.mode = "query";
+    state.paper = null;
+    state.concept = true;
     state.count = PAGE;
     syncControls();
     run({ push: true });

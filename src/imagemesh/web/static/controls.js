@@ -32,6 +32,7 @@ export function syncControls() {
 /** Take mode, embedding, filters and collapse from the controls into `state`. */
 export function readControls() {
   state.paper = null; // the form's searches leave the paper view
+  state.concept = false; // and the concept ranking
   for (const [m, radio] of Object.entries(el.modes)) if (radio.checked) state.mode = m;
   state.embedding = el.embedding.value;
   readFilterControls();

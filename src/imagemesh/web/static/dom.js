@@ -29,6 +29,7 @@ export const el = {
   trayPos: $("tray-pos"),
   trayNeg: $("tray-neg"),
   traySearch: $("tray-search"),
+  trayConcept: $("tray-concept"),
   trayClear: $("tray-clear"),
   selected: $("selected"),
   selectedImg: $("selected-img"),

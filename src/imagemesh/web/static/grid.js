@@ -35,6 +35,11 @@ function makeTile(h, withDistance) {
     d.title = "distance to the query under the chosen embedding (smaller = more similar)";
     meta.append(d);
   }
+  if (typeof h.concept_score === "number") {
+    const s = make("span", "dist", `p=${h.concept_score.toFixed(2)}`);
+    s.title = "the concept's probability for this figure";
+    meta.append(s);
+  }
   const badge = tileBadge(h);
   if (badge) meta.append(make("span", "year", badge));
   meta.append(make("span", "aid", hitLabel(h)));

@@ -28,6 +28,10 @@ async function fetchResults(count, offset, signal) {
   const common = { embedding: state.embedding, filter: filterParam(filter), collapse: state.collapse ? "true" : null };
   const mode = effectiveMode();
   if (mode === "paper") return api(`/api/papers/${encodeURIComponent(state.paper)}`, {}, signal);
+  if (mode === "concept") {
+    const c = await api("/api/concepts", { positive: state.pos, negative: state.neg, embedding: state.embedding, k: Math.min(count, app.limits.max_k), filter: filterParam(filter) }, signal);
+    return { ...c, results: c.results.map((h) => ({ ...h, concept_score: h.score, score: undefined })) };
+  }
   if (mode === "text") {
     const rest = filterParam(buildFilter(state.filters, ["keyword"]));
     return api("/api/search", { q: state.filters.keyword, k: Math.min(count, app.limits.max_k), filter: rest }, signal);
@@ -76,7 +80,15 @@ export async function run({ push = false, newSeed = false, focusTarget = false }
     const hits = Array.isArray(data.results) ? data.results : Array.isArray(data.figures) ? data.figures : [];
     app.lastQuery = { mode, state: JSON.parse(JSON.stringify(state)), uploads: uploads.map((u) => ({ name: u.file.name, polarity: u.polarity })), response: { ...data, results: undefined } };
     const collapsedNote = data.collapsed ? ` · ${plural(data.collapsed, "near-duplicate")} collapsed` : "";
-    if (mode === "text") {
+    if (mode === "concept") {
+      renderGrid(hits, false, "No figures match these filters.");
+      exhausted = hits.length < state.count || hits.length >= (data.total ?? 0);
+      const cv = data.concept.cv_score;
+      const acc = cv === null || cv === undefined ? "too few labels to cross-validate" : `cross-validated balanced accuracy ${cv.toFixed(2)} over ${data.concept.cv_folds} folds`;
+      let text = `${hits.length} of ${data.total} figures ranked by a concept learned from ${plural(data.concept.n_pos, "example")} and ${plural(data.concept.n_neg, "counter-example")} under ${data.concept.embedding} (${acc}); ${data.n_yes} score ≥ 0.5`;
+      if (filter) text += ` · ${described}`;
+      setStatus(withNotice(text), "", "class-balanced logistic regression on the embedding's stored vectors, trained for this request and not kept");
+    } else if (mode === "text") {
       renderGrid(hits, false, "No figure's text matches these words.");
       exhausted = hits.length < state.count || hits.length >= (data.total ?? 0);
       const others = (data.expansions || []).filter((w) => w !== data.prefix).slice(0, 4);

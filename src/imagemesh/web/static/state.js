@@ -18,6 +18,7 @@ export const state = {
   neg: [], // row ids: "less like"
   paper: null, // arXiv id: show that paper's figures, or the papers like it (paperView)
   paperView: "figures", // "figures" | "similar"
+  concept: false, // query mode: rank by a classifier trained on pos (examples) and neg (counter-examples)
 };
 
 /** {file, url, polarity: "pos"|"neg"} -- in this page only, never in the URL */
@@ -67,6 +68,7 @@ export function readURL() {
   state.collapse = p.get("collapse") === "1";
   const n = Number.parseInt(p.get("n") || "", 10);
   state.count = Number.isFinite(n) && n > 0 ? Math.min(n, 500) : PAGE;
+  state.concept = p.get("concept") === "1";
   state.pos = parseIds(p.get("pos"));
   state.neg = parseIds(p.get("neg"));
 }
@@ -87,6 +89,7 @@ function stateQuery() {
   if (state.view !== "grid") p.set("view", state.view);
   if (state.collapse) p.set("collapse", "1");
   if (state.count !== PAGE) p.set("n", String(state.count));
+  if (state.concept && state.mode === "query") p.set("concept", "1");
   if (state.pos.length) p.set("pos", state.pos.join(","));
   if (state.neg.length) p.set("neg", state.neg.join(","));
   return `?${p}`;
@@ -104,6 +107,7 @@ export function effectiveMode() {
   if (state.paper) return state.paperView === "similar" ? "papers" : "paper";
   // Random with words in the keyword box: the figures ranked by text relevance instead
   if (state.mode === "random" && (state.filters.keyword || "").trim()) return "text";
+  if (state.mode === "query" && state.concept && state.pos.length && state.neg.length) return "concept";
   if (state.mode === "neighbors" && state.id !== null) return "neighbors";
   if (state.mode === "query" && (state.pos.length || uploads.some((u) => u.polarity === "pos"))) return "query";
   return "random";
