@@ -312,6 +312,13 @@ async def test_map_coordinates(client, real_collection) -> None:
         d = (await client.get(f"/api/map?embedding={emb}")).json()
         assert d["ids"] == list(range(len(real_collection))) and len(d["x"]) == len(real_collection)
         assert 0 <= min(d["x"]) and max(d["y"]) <= 1
+        # cluster labels sit at the median of their figures' map positions
+        import numpy as np
+
+        cl = real_collection.clustering(emb)
+        assert [c["label"] for c in d["clusters"]] == [x.label for x in cl.clusters]
+        xs = np.asarray(d["x"])
+        assert d["clusters"][0]["x"] == pytest.approx(float(np.median(xs[cl.rows(0)])), abs=1e-4)
     d = (await client.get(f"/api/map?filter={_f({'year': 2022})}")).json()
     assert len(d["ids"]) == real_collection.count({"year": 2022})
     assert (await client.get("/api/map?embedding=nope")).status_code == 400

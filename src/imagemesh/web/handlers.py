@@ -298,6 +298,11 @@ def map_(request: Request) -> JSONResponse:
         raise ApiError(404, f"this collection has no 2-D map of {emb!r} (built with map_2d off)")
     xy, method = m
     ids = sel.rows(len(c))
+    cl = c.clustering(emb)
+    labels = []
+    for x in cl.clusters:  # where to write each cluster's label: the median of its figures
+        pts = np.asarray(xy[cl.rows(x.id)], np.float64)
+        labels.append({"id": x.id, "label": x.label, "size": x.size, "x": round(float(np.median(pts[:, 0])), 5), "y": round(float(np.median(pts[:, 1])), 5)})
     return JSONResponse({
         "embedding": emb,
         "method": method,
@@ -305,6 +310,7 @@ def map_(request: Request) -> JSONResponse:
         "ids": ids.tolist(),
         "x": np.round(xy[ids, 0].astype(np.float64), 5).tolist(),
         "y": np.round(xy[ids, 1].astype(np.float64), 5).tolist(),
+        "clusters": labels,
     })
 
 

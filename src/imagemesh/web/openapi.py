@@ -194,6 +194,7 @@ def openapi_schema(collection: Any, settings: WebSettings, models: RequestModels
                         "ids": {"type": "array", "items": {"type": "integer"}},
                         "x": {"type": "array", "items": {"type": "number"}},
                         "y": {"type": "array", "items": {"type": "number"}},
+                        "clusters": {"type": "array", "items": {"type": "object"}, "description": "label positions: {id, label, size, x, y} (median of the cluster's figures)"},
                     },
                 },
                 "TextResults": {

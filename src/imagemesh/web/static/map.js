@@ -84,13 +84,14 @@ function paintMap() {
   const d = map.data;
   if (!d) return;
   const highlight = new Set(app.results.map((r) => r.id));
-  const thumbSize = map.scale >= 2.5 ? Math.min(96, 14 * map.scale) : 0;
   const visible = [];
   for (let i = 0; i < d.ids.length; i++) {
     const [sx, sy] = mapToScreen(d.x[i], d.y[i]);
     if (sx < -50 || sy < -50 || sx > w + 50 || sy > h + 50) continue;
     visible.push([d.ids[i], sx, sy]);
   }
+  map.visibleCount = visible.length;
+  const thumbSize = thumbSizeNow();
   // dots
   for (const [id, sx, sy] of visible) {
     ctx.fillStyle = highlight.has(id) ? "#e8590c" : "rgba(36, 88, 214, 0.55)";
@@ -122,6 +123,22 @@ function paintMap() {
       ctx.strokeRect(sx - iw / 2 - 1, sy - ih / 2 - 1, iw + 2, ih + 2);
     }
   }
+  // cluster labels while zoomed out (the words most particular to each cluster)
+  if (map.scale < 4 && Array.isArray(d.clusters)) {
+    ctx.font = "600 12px system-ui, sans-serif";
+    ctx.textAlign = "center";
+    ctx.textBaseline = "middle";
+    ctx.lineJoin = "round";
+    for (const c of d.clusters) {
+      const [sx, sy] = mapToScreen(c.x, c.y);
+      if (sx < 0 || sy < 0 || sx > w || sy > h) continue;
+      ctx.lineWidth = 4;
+      ctx.strokeStyle = "rgba(255, 255, 255, 0.92)";
+      ctx.strokeText(c.label, sx, sy);
+      ctx.fillStyle = "#1d2330";
+      ctx.fillText(c.label, sx, sy);
+    }
+  }
   // selected and hovered
   for (const [id, color, r] of [
     [state.id, "#d6336c", 9],
@@ -140,10 +157,17 @@ function paintMap() {
 }
 
 /** The map point under (x, y) CSS pixels of the canvas, or null. */
+/** Thumbnail size on the map: every figure is a thumbnail when at most 400 are in view
+ * (small collections from the first paint, large ones once zoomed in), else dots. */
+function thumbSizeNow() {
+  if ((map.visibleCount ?? Infinity) > 400) return 0;
+  return Math.min(96, Math.max(26, 14 * map.scale));
+}
+
 function pointAt(x, y) {
   const d = map.data;
   if (!d) return null;
-  const thumbSize = map.scale >= 2.5 ? Math.min(96, 14 * map.scale) : 0;
+  const thumbSize = thumbSizeNow();
   const reach = Math.max(10, thumbSize / 2);
   let best = null;
   let bestD = reach * reach;
