@@ -20,6 +20,8 @@ CARD = "efficientnet_lite0.json"
 
 
 class ImageNetEmbedding(OnnxEmbedding):
+    description = "EfficientNet-Lite0 trained on ImageNet photographs: visual content (plots, photos, diagrams, textures)"
+
     def __init__(self, threads: int = 0, top_k: int = 5) -> None:
         card = Path(str(resources.files("imagemesh.models") / "data" / CARD))
         super().__init__(card, name="imagenet", metric="cosine", threads=threads, top_k=top_k)

@@ -24,6 +24,8 @@ __all__ = ["RawPixels"]
 class RawPixels(BaseEmbedding):
     name = "raw"
     metric = "l2"
+    #: one line for people choosing an embedding (the explorer's dropdown)
+    description = "the pixels at 32×32: figures of similar overall colour and layout"
 
     def __init__(self, size: int = 32) -> None:
         if size < 2 or size > 256:

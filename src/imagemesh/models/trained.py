@@ -40,11 +40,14 @@ class _Shipped(OnnxEmbedding):
 
 class TernaryEmbedding(_Shipped):
     STEM = NAME = "ternary"
+    description = "a small CNN trained to tell diagrams, sensor images and mixed figures apart (weak labels)"
 
 
 class CatsEmbedding(_Shipped):
     STEM = NAME = "cats"
+    description = "a small CNN trained on cat and dog photographs: odd, sometimes amusing associations"
 
 
 class DeepClusterEmbedding(_Shipped):
     STEM = NAME = "deepcluster"
+    description = "a small CNN trained without labels (DeepCluster) on arXiv figures and documentation plots"

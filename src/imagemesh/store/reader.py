@@ -231,7 +231,7 @@ class CollectionReader:
 
     def embedding_info(self) -> list[dict[str, Any]]:
         """Per embedding: ``name``, ``metric``, ``dim`` (reduced), ``input_dim``, ``backend``,
-        ``explained_variance`` (of the PCA)."""
+        ``explained_variance`` (of the PCA), ``description`` (one line, may be empty)."""
         out = []
         for name in self.embeddings:
             st = self._embeddings[name]
@@ -243,8 +243,18 @@ class CollectionReader:
                 "input_dim": st.config.dim,
                 "backend": entry["index"]["backend"],
                 "explained_variance": entry.get("pca", {}).get("explained_variance"),
+                "description": self._describe(name),
             })
         return out
+
+    def _describe(self, name: str) -> str:
+        """The embedding's one-line ``description`` (a class attribute of registered
+        embeddings; model cards may carry one), or ``""``."""
+        try:
+            factory = self.registries.embeddings.get(name)
+        except KeyError:
+            return ""
+        return str(getattr(factory, "description", "") or "")
 
     def state(self, embedding: str | None) -> EmbeddingState:
         """The open embedding ``embedding`` (default: the first of :attr:`embeddings`).

@@ -7,6 +7,7 @@ import { loadClusters } from "./clusters.js";
 import { loadMap } from "./map.js";
 import { renderTray } from "./query.js";
 import { app, state, writeURL } from "./state.js";
+import { truncate } from "./util.js";
 
 /** Show `state` in the controls. */
 export function syncControls() {
@@ -42,10 +43,9 @@ export function readControls() {
 export function fillEmbeddings() {
   el.embedding.replaceChildren();
   for (const e of app.info.embeddings) {
-    const o = new Option(`${e.name} (${e.metric}, ${e.dim}-d)`, e.name);
-    if (e.explained_variance !== null && e.explained_variance !== undefined) {
-      o.title = `${e.input_dim}-d reduced by PCA to ${e.dim}-d, ${(e.explained_variance * 100).toFixed(0)}% of variance kept; index: ${e.backend}`;
-    }
+    const o = new Option(e.description ? `${e.name} — ${truncate(e.description, 60)}` : e.name, e.name);
+    const tech = `${e.metric} distance, ${e.input_dim}-d reduced by PCA to ${e.dim}-d` + (e.explained_variance !== null && e.explained_variance !== undefined ? ` (${(e.explained_variance * 100).toFixed(0)}% of variance kept)` : "") + `; index: ${e.backend}`;
+    o.title = e.description ? `${e.description}. ${tech}` : tech;
     el.embedding.append(o);
   }
   if (!state.embedding && app.info.embeddings.length) state.embedding = app.info.embeddings[0].name;

@@ -143,6 +143,10 @@ function fillFacet(c, select, items, current) {
     options.push(o);
   }
   if (current && !seen) options.push(new Option(`${current} (0)`, current));
+  // a field no image has a value of: say so instead of a lone "(unknown)" to choose from
+  const empty = !current && !items.some((it) => it.value !== null && it.value !== undefined);
+  if (empty) options.splice(0, options.length, new Option(`no ${c.field} data in this collection`, ""));
+  select.disabled = empty;
   select.replaceChildren(...options);
   select.value = current;
 }
