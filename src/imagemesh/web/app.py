@@ -13,6 +13,7 @@ contract any frontend may use (documented at ``/api/openapi.json``):
 * ``GET /api/concepts?positive=&negative=&embedding=&k=&filter=`` -- a classifier trained on the
   labelled figures, the collection ranked by it (stateless)
 * ``GET /api/clusters?embedding=&filter=`` -- k-means clusters with label words and representatives
+* ``GET /api/reused?embedding=&id=&limit=`` -- figures reused across papers, earliest paper first
 * ``GET /api/papers/{arxiv_id}`` -- every figure of a paper; ``/similar?embedding=&k=&filter=``
   -- papers whose figures look like it (:mod:`imagemesh.query.papers`)
 * ``GET /api/facets?filter=`` -- archive / category / year counts with official names
@@ -61,6 +62,7 @@ ROUTES: list[tuple[str, object, list[str]]] = [
     ("/api/search", h.text_search, ["GET"]),
     ("/api/concepts", h.concept, ["GET"]),
     ("/api/clusters", h.clusters, ["GET"]),
+    ("/api/reused", h.reused, ["GET"]),
     ("/api/papers/{arxiv_id:path}/similar", h.similar_papers_, ["GET"]),
     ("/api/papers/{arxiv_id:path}", h.paper, ["GET"]),
     ("/api/facets", h.facets, ["GET"]),

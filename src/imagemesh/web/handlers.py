@@ -23,7 +23,7 @@ from imagemesh.web.params import validate_params
 from imagemesh.web.state import ServingState
 from imagemesh.web.upload import UploadError, canonical_upload, read_form
 
-__all__ = ["info", "random_", "neighbors", "query", "text_search", "concept", "clusters", "paper", "similar_papers_", "facets", "suggest", "map_", "image", "thumbnail", "full_image", "openapi", "index_page", "about_page"]
+__all__ = ["info", "random_", "neighbors", "query", "text_search", "concept", "clusters", "reused", "paper", "similar_papers_", "facets", "suggest", "map_", "image", "thumbnail", "full_image", "openapi", "index_page", "about_page"]
 
 STATIC = Path(str(resources.files("imagemesh.web") / "static"))
 QUERY_FILES = ("positive_image", "negative_image")
@@ -271,6 +271,27 @@ def clusters(request: Request) -> JSONResponse:
             d["matching"] = int(np.count_nonzero(sel.mask[cl.rows(x.id)]))
         out.append(d)
     return JSONResponse({"embedding": emb, "k": cl.k, "clusters": out})
+
+
+def reused(request: Request) -> JSONResponse:
+    """Figures that appear in several papers, earliest paper first (:mod:`imagemesh.query.reuse`);
+    with ``id``, only that figure's group (``null`` if it appears in one paper only)."""
+    st = ServingState.of(request)
+    c, p = st.collection, st.params(request, st.models.reused)
+    emb = st.embedding(p.embedding)
+    if "arxiv_id" not in c.schema.filterable():
+        raise ApiError(409, "this collection has no arxiv_id field: figures cannot be traced across papers")
+    r = st.reuse.get(c, emb, st.metrics[emb])
+
+    def group_json(gi: int) -> dict[str, Any]:
+        g = r.groups[gi]
+        return {"first": g.papers[0], "papers": list(g.papers), "figures": [st.hit_json(h) for h in c.hits(list(g.rows))]}
+
+    base = {"embedding": emb, "threshold": r.threshold, "n_groups": len(r.groups)}
+    if p.id is not None:
+        gi = int(r.group_of[st.resolve(p.id)])
+        return JSONResponse({**base, "group": group_json(gi) if gi >= 0 else None})
+    return JSONResponse({**base, "groups": [group_json(i) for i in range(min(p.limit, len(r.groups)))]})
 
 
 def facets(request: Request) -> JSONResponse:

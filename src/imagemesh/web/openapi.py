@@ -113,6 +113,14 @@ def openapi_schema(collection: Any, settings: WebSettings, models: RequestModels
                     "responses": {"200": ok("Clusters"), "400": _ERROR},
                 }
             },
+            "/api/reused": {
+                "get": {
+                    "summary": "Figures that appear in several papers (same file hash, or within the embedding's calibrated near-duplicate "
+                    "distance), grouped, each group's papers in submission order: the first is where the figure first appeared",
+                    "parameters": params(models.reused),
+                    "responses": {"200": {"description": "OK"}, "400": _ERROR, "404": _ERROR, "409": _ERROR},
+                }
+            },
             "/api/papers/{arxiv_id}": {
                 "get": {
                     "summary": "Every figure of one paper (any version), in figure order, with the paper's title, authors and year",

@@ -58,6 +58,7 @@ class RequestModels:
     text_search: type[BaseModel]
     concept: type[BaseModel]
     clusters: type[BaseModel]
+    reused: type[BaseModel]
 
 
 def _literal(values: Iterable[str]) -> Any:
@@ -110,6 +111,12 @@ def request_models(settings: WebSettings, embeddings: Iterable[str], suggest_fie
         ),
         map=model("MapParams", embedding=(emb_type, Field(None, description="default: the first embedding")), filter=filter_),
         paper=model("PaperParams"),
+        reused=model(
+            "ReusedParams",
+            embedding=(emb_type, Field(None, description="the embedding whose near-duplicate distance joins figures; default: the first")),
+            id=(Optional[str], Field(None, min_length=1, max_length=_ID_MAX_CHARS, description="only the group of this figure (row id, image key or arXiv id)")),
+            limit=(int, Field(50, ge=1, le=500, description="most groups returned, the most papers first")),
+        ),
         clusters=model(
             "ClustersParams",
             embedding=(emb_type, Field(None, description="default: the first embedding")),

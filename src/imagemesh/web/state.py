@@ -28,6 +28,7 @@ from imagemesh.query.collapse import calibrated_threshold, collapse_duplicates, 
 from imagemesh.query.collection import Collection
 from imagemesh.query.filtering import Selection
 from imagemesh.query.suggest import Suggestions
+from imagemesh.query.reuse import ReuseCache
 from imagemesh.query.text_rank import TextRanker
 from imagemesh.store.reader import CollectionError, ImageNotFound
 from imagemesh.web.errors import ApiError
@@ -63,6 +64,7 @@ class ServingState:
     upload_limits: ImageLimits = field(init=False)
     models: RequestModels = field(init=False)
     text: TextRanker = field(init=False)
+    reuse: ReuseCache = field(default_factory=ReuseCache)
     decoders: list[IsolatedDecoder] = field(default_factory=list)
     dup_thresholds: dict[str, float] = field(default_factory=dict)
     uploads_ready: bool = False

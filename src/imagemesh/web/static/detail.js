@@ -2,7 +2,7 @@
 // and the detail panel at the side (full image, title, meta line, caption and abstract for
 // arXiv figures or "name: value" rows for other collections, predictions, actions).
 
-import { getMeta } from "./api.js";
+import { api, getMeta } from "./api.js";
 import { el, setStatus } from "./dom.js";
 import { altText, arxivUrl, detailMetaParts, fieldRows, hitLabel, hitSummary, hitTitle, metaParts, predictionBlocks } from "./hits.js";
 import { schema } from "./schema.js";
@@ -63,6 +63,7 @@ export async function openDetail(id) {
       app.detailHit = { ...h, ...full, id };
       fillDetail(app.detailHit);
     }
+    if (full.arxiv_id) showReuse(id, String(full.arxiv_id));
   } catch (e) {
     if (app.detailHit && app.detailHit.id === id) {
       const note = `(could not load details: ${e.message})`;
@@ -70,6 +71,25 @@ export async function openDetail(id) {
       else el.detailFields.append(make("p", "muted", note));
     }
   }
+}
+
+/** "Reused: first in 2103.01234, also in 2 other papers" under the details, when the figure
+ * appears in several papers (/api/reused). */
+async function showReuse(id, aid) {
+  el.detailReuse.hidden = true;
+  let data;
+  try {
+    data = await api("/api/reused", { id, embedding: state.embedding });
+  } catch {
+    return; // an optional line: no message when it cannot be had
+  }
+  const g = data.group;
+  if (!g || !app.detailHit || app.detailHit.id !== id) return;
+  const others = g.papers.filter((p) => p !== aid);
+  el.detailReuse.textContent = g.first === aid
+    ? `First appeared here; reused in ${others.length} later paper${others.length === 1 ? "" : "s"}: ${others.slice(0, 5).join(", ")}${others.length > 5 ? ", …" : ""}`
+    : `Reused figure: first appeared in ${g.first}; in ${g.papers.length} papers in all`;
+  el.detailReuse.hidden = false;
 }
 
 function fillDetail(h) {

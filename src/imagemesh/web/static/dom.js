@@ -69,6 +69,7 @@ export const el = {
   detailNeg: $("detail-neg"),
   detailArxiv: $("detail-arxiv"),
   detailPaper: $("detail-paper"),
+  detailReuse: $("detail-reuse"),
   detailPapers: $("detail-papers"),
   tooltip: $("tooltip"),
   drop: $("drop"),
