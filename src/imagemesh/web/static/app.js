@@ -69,7 +69,11 @@ function bindForm() {
   el.keyword.addEventListener("input", () => {
     clearTimeout(typing);
     if (!el.modes.random.checked) return;
-    typing = setTimeout(() => searchAgain({ newSeed: false, push: false }), 300);
+    const seq = app.runSeq;
+    // skipped when another search started meanwhile (a double-click, a mode change)
+    typing = setTimeout(() => {
+      if (seq === app.runSeq && el.modes.random.checked) searchAgain({ newSeed: false, push: false });
+    }, 300);
   });
   for (const radio of Object.values(el.modes)) {
     radio.addEventListener("change", () => {
