@@ -651,3 +651,28 @@ def test_collection_with_its_own_fields_gets_its_own_controls(browser: Any, json
     pg.screenshot(path=str(ARTIFACTS / "jsonl-detail.png"))
     ctx.close()
     assert not problems, problems
+
+
+def test_saved_concept_is_a_dropdown(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """`imagemesh concept save` adds a facet column in a new version: the explorer shows it as
+    a dropdown, and choosing "yes" narrows the grid to the figures the concept accepts."""
+    from imagemesh.query.collection import open_collection
+    from imagemesh.query.concepts import save_concept
+    from imagemesh.testing import build_tiny_collection
+
+    root = build_tiny_collection(tmp_path_factory.mktemp("concept-ui"), n=48)
+    labels = [(i, i % 4 == 2) for i in range(0, 40)]  # "blue" figures
+    saved = save_concept(root, "blue", labels, threshold=0.5)
+    c = open_collection(root)
+    with live_server(c) as url:
+        ctx = browser.new_context(viewport={"width": 1360, "height": 900})
+        ctx.set_default_timeout(30_000)
+        pg = ctx.new_page()
+        pg.base = url  # type: ignore[attr-defined]
+        open_app(pg)
+        options = pg.eval_on_selector_all("#facet-blue option", "os => os.map(o => o.value)")
+        assert sorted(v for v in options if v) == ["no", "yes"]
+        pg.select_option("#facet-blue", "yes")
+        wait_status(pg, f"of {saved.n_yes} matching images")
+        assert set(tile_ids(pg)) == {i for i in range(len(c)) if c.get(i)["blue"] == "yes"}
+        ctx.close()
