@@ -5,7 +5,9 @@
 * ``imagemesh bench load``: loopback load test of ``imagemesh serve`` (:mod:`imagemesh.bench.load`);
 * ``imagemesh bench switch-memory DIR``: memory across version switches (:mod:`imagemesh.bench.switch_memory`);
 * ``imagemesh bench embed-throughput``: the embed pipeline against bare ONNX Runtime
-  (:mod:`imagemesh.bench.embed_throughput`).
+  (:mod:`imagemesh.bench.embed_throughput`);
+* ``imagemesh bench fidelity``: arXiv ingest fidelity on the real-world corpus in
+  ``tests/data/fidelity`` (:mod:`imagemesh.bench.fidelity`).
 
 Heavy modules are imported inside the commands.
 """
@@ -136,3 +138,18 @@ def embed_throughput_cmd(embedding: str, n: int, batch: int, reps: int, threads:
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(res, indent=1) + "\n")
+
+
+@bench_group.command("fidelity")
+@click.option("--corpus", default="tests/data/fidelity", show_default=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder with packages/*.tar.gz and the hand-written truth.json.")
+@click.option("--out", default="benchmarks/results", show_default=True, type=click.Path(path_type=Path), help="Writes fidelity.json and fidelity.md here.")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option("--only", default=None, help="Comma-separated package ids (truth.json keys) to run.")
+@click.option("--no-write", is_flag=True, help="Print only; write no files.")
+def fidelity_cmd(corpus: Path, out: Path, workers: int, only: str | None, no_write: bool) -> None:
+    """arXiv ingest fidelity on the real-world corpus: figures rasterised, cropped, captioned right (issue 13)."""
+    from imagemesh.bench.fidelity import main
+
+    ids = [s.strip() for s in only.split(",") if s.strip()] if only else None
+    main(corpus, None if no_write else out, workers=workers, only=ids, echo=click.echo)
