@@ -52,6 +52,11 @@ _END_COMMENTS = re.compile(rb"%%EndComments")
 # the page: for PostScript cut off mid-file (the error at the cut is caught).
 _TOLERANT_PROLOGUE = (b"/imagemesh_run { { currentfile cvx exec } stopped pop clear currentfile flushfile "
                       b"systemdict /showpage get exec } bind def imagemesh_run\n")
+# Run after the file: show the page if the file never did. EPS figures need not call
+# ``showpage`` (Adobe TN 5002 lets the including document do it; dvips wraps them that way, and
+# REVTeX's sample figures rely on it), so Ghostscript alone would output nothing. ``systemdict``'s
+# operator, in case the file redefined ``showpage`` as a no-op (as EPS-including code often does).
+_SHOW_IF_UNSHOWN = "currentpagedevice /PageCount get 0 eq { systemdict /showpage get exec } if"
 
 
 class GhostscriptError(ValueError):
@@ -217,7 +222,7 @@ def _run_gs(ps: bytes, limits: GhostscriptLimits, work: Path, tolerant: bool = F
         max_output = int(limits.max_pixels * 3 * 1.2) + 1_000_000
         args = _rlimit_prefix(limits.max_memory, max_output) + [gs, "-dSAFER", "-dBATCH", "-dNOPAUSE", "-dQUIET", "-dNOPROMPT", "-dFirstPage=1", "-dLastPage=1",
                 "-sDEVICE=png16m", "-dTextAlphaBits=4", "-dGraphicsAlphaBits=4", f"-sOutputFile={out}"]
-        args += page + ["-f", str(src)]
+        args += page + ["-f", str(src), "-c", _SHOW_IF_UNSHOWN]
         try:
             proc = subprocess.Popen(
                 args, cwd=tmp, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -9,11 +9,17 @@ small text passes that pylatexenc does not do: ``\\graphicspath``, zero-argument
 ``\\newcommand``/``\\def`` expansion in captions, and the "Figure captions:" lists of
 journal-style submissions (used when a figure's own ``\\caption`` is empty).
 
-Figures are numbered the way LaTeX's figure counter runs: one number per float
-environment (``figure``, ``figure*``, ``wrapfigure``, ``SCfigure``, ``sidewaysfigure``,
-...), except that a float carrying ``\\ContinuedFloat`` (caption package; also
-``\\contcaption``, ``\\captcont``) continues the previous figure: its graphics share that
-number and the group's caption. Each graphic inside a figure with more than one graphic
+Figures are numbered the way LaTeX's figure counter runs: it steps at every ``\\caption`` of a
+float environment (``figure``, ``figure*``, ``wrapfigure``, ``SCfigure``, ``sidewaysfigure``,
+acmart's ``teaserfigure``, ...) and of a ``minipage`` in it (not at ``\\caption*``, not at a
+``subfigure``'s caption), so a float without a caption has no number and one with two captioned
+minipages is two figures (an uncaptioned wrapfigure, and the floats of submissions with a
+"Figure captions:" list, still take one). A float carrying ``\\ContinuedFloat`` (caption
+package; also ``\\contcaption``, ``\\captcont``) continues the previous figure: its graphics
+share that number and the group's caption. In captions, ``\\ref``/``\\autoref``/``\\cref``/``\\Cref``
+to a figure label print that figure's number ("Figure 3"; other labels ``??``, as LaTeX prints an
+undefined reference without ``.aux``). Verbatim examples and the bodies of macros with parameters are
+not searched for graphics (:func:`imagemesh.ingest.sources.arxiv_src.texfiles.hide_untypeset`). Each graphic inside a figure with more than one graphic
 gets a sub-figure index (1, 2, ... across a continued group), and the caption of its
 ``\\subfigure``/``\\subfloat``/``\\subcaptionbox``/``subfigure`` environment/``minipage``
 if it has one. Rotations (``angle=``, ``\\rotatebox``, ``sideways``) are recorded so the
@@ -22,6 +28,7 @@ rasterised figure can be turned the way LaTeX turns it on the page.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import re
@@ -32,17 +39,22 @@ from pylatexenc import latex2text as l2t
 from pylatexenc import latexwalker as lw
 from pylatexenc import macrospec as ms
 
+from imagemesh.ingest.sources.arxiv_src.texfiles import hide_untypeset
+
 __all__ = [
     "GraphicRef",
     "LatexDocument",
     "parse_document",
     "latex_to_text",
+    "resolve_refs",
     "split_author_names",
 ]
 
 FIGURE_ENVS = ("figure", "figure*", "wrapfigure", "wrapfigure*", "SCfigure", "SCfigure*", "sidewaysfigure",
-               "sidewaysfigure*", "floatingfigure", "figwindow", "subfigure*")
+               "sidewaysfigure*", "floatingfigure", "figwindow", "subfigure*", "teaserfigure")  # teaserfigure: acmart
 SUB_ENVS = ("subfigure", "minipage", "subfloat")
+#: figures set in the text by wrapfig, floatflt, ... (uncaptioned ones keep a number here, see parse_document)
+_WRAP_ENVS = ("wrapfigure", "wrapfigure*", "floatingfigure", "figwindow")
 #: floats that LaTeX turns by 90° as a whole, caption included (rotating package)
 SIDEWAYS_FLOATS = ("sidewaysfigure", "sidewaysfigure*")
 
@@ -51,7 +63,7 @@ _CONTINUED = ("ContinuedFloat", "continuedfloat")  # caption package (lower case
 _CONT_CAPTIONS = ("contcaption", "captcont")  # ccaption, captcont: a continued float's caption
 _FIG_BEGIN = re.compile(r"\\begin\s*\{(" + "|".join(re.escape(e) for e in FIGURE_ENVS if not e.startswith("sub")) + r")\}")
 _OUTSIDE_GRAPHIC = re.compile(
-    r"\\(?P<cmd>includegraphics\*?|epsfbox|epsffile|plotone)\s*(?P<opts>(?:\[[^\]]*\]\s*)*)\{(?P<name>[^{}]+)\}"
+    r"\\(?P<cmd>includegraphics\*?|epsfbox|epsffile|plotone)\s*(?P<opts>(?:\[[^\]]*\]\s*)*)\{\s*\{?(?P<name>[^{}]+)\}?\s*\}"
     r"|\\(?P<cmd2>epsfig|psfig)\s*\{(?P<spec>[^{}]*)\}"
 )
 _FLOAT = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
@@ -78,6 +90,11 @@ _MACRO_ARGS = {
     "thanksref": "{", "orcidlink": "{", "orcid": "{", "orcidID": "{", "email": "[{", "ead": "[{", "inst": "{",
     "affiliation": "[{", "affil": "[{", "address": "[{", "institute": "{", "authornote": "{", "authornotemark": "[",
     "and": "", "And": "", "AND": "",
+    # font switches whose text pylatexenc's defaults drop (\texttt, \textsf) or turn into math
+    # alphabets (\mathsf, \mathtt), arrows with a label, links
+    **{name: "{" for name in ("texttt", "textsf", "textsc", "textrm", "textup", "textmd", "textsl", "textnormal",
+                              "mathrm", "mathsf", "mathtt", "mathit", "mathnormal", "operatorname", "url", "nolinkurl")},
+    "xrightarrow": "[{", "xleftarrow": "[{", "xRightarrow": "[{", "xLeftarrow": "[{", "xleftrightarrow": "[{",
 }
 _ENV_ARGS = {"subfigure": "[[{", "minipage": "[[[{", "wrapfigure": "[{[{", "wrapfigure*": "[{[{", "turn": "{", "rotate": "{"}
 
@@ -87,6 +104,11 @@ _MACRO_TEXT = {
     "LaTeXe": "LaTeX2e", "BibTeX": "BibTeX", "icmlauthor": "%(1)s", "IEEEauthorblockN": "%(1)s",
     "and": _AND, "And": _AND, "AND": _AND,  # \And, \AND: NeurIPS, ACL, JMLR
     "addr": _BR, "\\": _BR, "newline": _BR,  # \addr: JMLR's address follows the name
+    **{name: "%(1)s" for name in ("texttt", "textsf", "textsc", "textrm", "textup", "textmd", "textsl", "textnormal",
+                                  "mathrm", "mathsf", "mathtt", "mathit", "mathnormal", "operatorname", "url", "nolinkurl")},
+    # \xrightarrow[below]{above}: the label written on the arrow
+    "xrightarrow": "-%(2)s\u2192", "xRightarrow": "=%(2)s\u21d2", "xleftarrow": "\u2190%(2)s-",
+    "xLeftarrow": "\u21d0%(2)s=", "xleftrightarrow": "\u2190%(2)s\u2192",
 }
 # ... and nothing for notes, references to notes, affiliations, addresses, e-mail, ORCID, deleted text
 _DISCARD = ("thanks", "footnote", "footnotemark", "corref", "fnref", "tnoteref", "thanksref", "orcidlink", "orcid", "orcidID",
@@ -190,9 +212,10 @@ class LatexDocument:
 
 
 def _macros(text: str) -> dict[str, str]:
-    """Zero-argument ``\\newcommand``/``\\renewcommand``/``\\def`` definitions."""
+    """Zero-argument ``\\newcommand``/``\\renewcommand``/``\\providecommand``/``\\DeclareMathOperator``/``\\def`` definitions."""
     out: dict[str, str] = {}
-    for m in re.finditer(r"\\(?:re)?newcommand\*?\s*\{?\\([A-Za-z]+)\}?\s*(?=\{)", text):
+    # \newcommand{\foo}{..}, \newcommand\foo{..}, \newcommand{{\foo}}{..} (extra braces: same macro)
+    for m in re.finditer(r"\\(?:renewcommand|newcommand|providecommand|DeclareRobustCommand|DeclareMathOperator)\*?\s*(?:\{\s*)*\\([A-Za-z]+)\s*(?:\}\s*)*(?=\{)", text):
         g = _balanced(text, m.end())
         if g is not None and len(g[0]) < 500:
             out.setdefault(m.group(1), g[0])
@@ -215,9 +238,110 @@ def _expand_macros(s: str, macros: dict[str, str]) -> str:
     return s
 
 
+_VERB = re.compile(r"\\(?:verb|lstinline)\*?([^A-Za-z\s{\[*])(.*?)\1")
+_TEXT_SPECIALS = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "_": r"\_", "$": r"\$", "&": r"\&", "#": r"\#",
+                  "%": r"\%", "^": r"\^{}", "~": r"\~{}"}
+
+
+_SI_UNITS = {
+    "meter": "m", "metre": "m", "second": "s", "kilogram": "kg", "gram": "g", "hertz": "Hz", "newton": "N", "pascal": "Pa",
+    "joule": "J", "watt": "W", "volt": "V", "ampere": "A", "kelvin": "K", "mole": "mol", "candela": "cd", "tesla": "T",
+    "ohm": "\u03a9", "degree": "\u00b0", "celsius": "\u00b0C", "degreeCelsius": "\u00b0C", "radian": "rad", "percent": "%",
+    "liter": "L", "litre": "L", "minute": "min", "hour": "h", "day": "d", "electronvolt": "eV", "gauss": "G", "bit": "bit",
+    "byte": "B", "decibel": "dB", "coulomb": "C", "farad": "F", "henry": "H", "siemens": "S", "weber": "Wb", "becquerel": "Bq",
+    "gray": "Gy", "sievert": "Sv", "lumen": "lm", "lux": "lx", "arcminute": "\u2032", "arcsecond": "\u2033", "angstrom": "\u00c5",
+    "astronomicalunit": "au", "parsec": "pc", "m": "m", "s": "s", "g": "g", "kg": "kg", "Hz": "Hz", "N": "N", "Pa": "Pa",
+    "J": "J", "W": "W", "V": "V", "A": "A", "K": "K", "T": "T", "mol": "mol", "eV": "eV", "L": "L", "l": "l", "h": "h",
+    "nm": "nm", "um": "\u03bcm", "mm": "mm", "cm": "cm", "km": "km", "ms": "ms", "us": "\u03bcs", "ns": "ns", "ps": "ps",
+    "nT": "nT", "mT": "mT", "kHz": "kHz", "MHz": "MHz", "GHz": "GHz", "mW": "mW", "kW": "kW", "MW": "MW", "mV": "mV",
+    "kV": "kV", "mA": "mA", "uA": "\u03bcA", "keV": "keV", "MeV": "MeV", "GeV": "GeV", "TeV": "TeV", "mg": "mg", "ug": "\u03bcg",
+    "kPa": "kPa", "MPa": "MPa", "GPa": "GPa", "kJ": "kJ", "kN": "kN", "dB": "dB", "mL": "mL", "ml": "ml", "uL": "\u03bcL",
+}
+_SI_PREFIXES = {"yocto": "y", "zepto": "z", "atto": "a", "femto": "f", "pico": "p", "nano": "n", "micro": "\u03bc", "milli": "m",
+                "centi": "c", "deci": "d", "deca": "da", "deka": "da", "hecto": "h", "kilo": "k", "mega": "M", "giga": "G",
+                "tera": "T", "peta": "P", "exa": "E", "zetta": "Z", "yotta": "Y"}
+_SI_MACRO = re.compile(r"\\(SI|qty|si|unit|num|SIlist|qtylist|numlist|SIrange|qtyrange|numrange)(?![A-Za-z])\s*(?:\[[^\]]*\]\s*)?(?=\{)")
+
+
+def _si_unit(u: str) -> str:
+    """A siunitx unit (``\\meter\\per\\second\\squared``, ``\\kilo\\gram``, or literal ``km/s``)
+    as siunitx prints it by default (``m s^-2``)."""
+    out: list[str] = []
+    prefix, power, per = "", "", False
+    for m in re.finditer(r"\\([A-Za-z]+)|\{\s*\}|([^\\\s{}]+)", u):
+        name, lit = m.group(1), m.group(2)
+        if lit is not None:
+            out.append(lit)
+        elif name is None:
+            continue
+        elif name in _SI_PREFIXES:
+            prefix += _SI_PREFIXES[name]
+        elif name == "per":
+            per = True
+        elif name in ("square", "cubic"):
+            power = "2" if name == "square" else "3"
+        elif name in ("squared", "cubed") and out:
+            n = "2" if name == "squared" else "3"
+            out[-1] = out[-1][:-3] + "^-" + n if out[-1].endswith("^-1") else out[-1] + "^" + n
+        elif name in _SI_UNITS:
+            exp = ("-" if per else "") + (power or ("1" if per else ""))
+            out.append(prefix + _SI_UNITS[name] + (f"^{exp}" if exp else ""))
+            prefix, power, per = "", "", False
+        else:
+            out.append("\\" + name)
+    return " ".join(out)
+
+
+def _siunitx(s: str) -> str:
+    """siunitx's ``\\SI{3}{\\meter}``/``\\qty``, ``\\si``/``\\unit``, ``\\num``, ``\\SIlist``,
+    ``\\SIrange`` (and the ``qty``/``num`` forms) as the text they print."""
+    for _ in range(50):
+        m = _SI_MACRO.search(s)
+        if m is None:
+            break
+        args: list[str] = []
+        i = m.end()
+        want = {"SI": 2, "qty": 2, "si": 1, "unit": 1, "num": 1, "SIlist": 2, "qtylist": 2, "numlist": 1,
+                "SIrange": 3, "qtyrange": 3, "numrange": 2}[m.group(1)]
+        while len(args) < want:
+            while i < len(s) and s[i].isspace():
+                i += 1
+            g = _balanced(s, i)
+            if g is None:
+                break
+            args.append(g[0].strip())
+            i = g[1]
+        if len(args) < want and not (m.group(1) == "SIrange" and len(args) == 2):
+            s = s[:m.start()] + s[m.end():]
+            continue
+        cmd = m.group(1)
+        unit = _si_unit(args[-1]) if cmd not in ("num", "numlist", "numrange") else ""
+        tail = f"~{unit}" if unit else ""
+        if cmd in ("si", "unit"):
+            text = unit
+        elif cmd in ("SI", "qty", "num"):
+            text = args[0] + tail
+        elif cmd in ("SIlist", "qtylist", "numlist"):
+            items = [x.strip() + tail for x in args[0].split(";") if x.strip()]
+            text = items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1] if items else ""
+        else:  # ranges
+            if len(args) == 2 and cmd == "SIrange":  # \SIrange{0}{3.6} with its unit missing
+                tail = ""
+            text = f"{args[0]}{tail} to {args[1]}{tail}"
+        s = s[:m.start()] + "{" + text + "}" + s[i:]
+    return s
+
+
+def _escape_verbatim(s: str) -> str:
+    """Verbatim text as LaTeX source that prints it (for pylatexenc)."""
+    return "".join(_TEXT_SPECIALS.get(c, c) for c in s)
+
+
 def _plain(s: str, macros: dict[str, str] | None = None) -> str:
     """LaTeX fragment -> text, keeping ``\\and`` and line breaks as the sentinels ``_AND``/``_BR``."""
+    s = _VERB.sub(lambda m: _escape_verbatim(m.group(2)), s)  # \verb|src/a_b.py|: printed as it is
     s = _expand_macros(s, macros or {})
+    s = _siunitx(s)
     s = re.sub(r"\\label\s*\{[^{}]*\}", "", s)
     try:
         text: str = _l2t().latex_to_text(s, latex_context=_db(), tolerant_parsing=True)
@@ -269,8 +393,12 @@ def _angle(options: str) -> float:
 
 
 def _strip_subfix(s: str) -> str:
-    """``\\subfix{path}`` (subfiles package) -> ``path``."""
-    return re.sub(r"\\subfix\s*\{([^{}]*)\}", r"\1", s)
+    """``\\subfix{path}`` (subfiles package) -> ``path``; extra braces around a file name
+    (``\\includegraphics{{figures/a}}``, which LaTeX reads as ``figures/a``) removed."""
+    s = re.sub(r"\\subfix\s*\{([^{}]*)\}", r"\1", s).strip()
+    while len(s) > 2 and s[0] == "{" and s[-1] == "}" and _balanced(s, 0) == (s[1:-1], len(s)):
+        s = s[1:-1].strip()
+    return s
 
 
 def _graphic_names(node: lw.LatexMacroNode) -> tuple[list[str], float]:
@@ -313,6 +441,10 @@ class _Float:
     label: str | None = None
     continued: bool = False
     loose_subcaptions: list[str] = field(default_factory=list)
+    #: the captions that step LaTeX's figure counter (``\\caption`` unstarred, in the float or
+    #: in a ``minipage``; ``\\captionof{figure}``): (graphics before it, its minipage slot or
+    #: None, its text, its ``\\label``)
+    counted: list[tuple[int, list[str | None] | None, str, list[str | None]]] = field(default_factory=list)
 
 
 def _walk(nodes: Iterable[Any], fig: _Float, sub: list[str | None] | None, rot: float) -> None:
@@ -323,8 +455,8 @@ def _walk(nodes: Iterable[Any], fig: _Float, sub: list[str | None] | None, rot: 
             _walk_macro(n, fig, sub, rot)
         elif isinstance(n, lw.LatexEnvironmentNode):
             env = n.environmentname
-            if env in SUB_ENVS:
-                _walk(n.nodelist, fig, [None], rot)
+            if env in SUB_ENVS:  # a minipage's \\caption steps the figure counter; a subfigure's does not
+                _walk(n.nodelist, fig, [None, "minipage" if env == "minipage" else "sub"], rot)
             elif env == "sideways":
                 _walk(n.nodelist, fig, sub, rot + 90)
             elif env in ("turn", "rotate"):
@@ -341,7 +473,7 @@ def _walk_macro(n: lw.LatexMacroNode, fig: _Float, sub: list[str | None] | None,
     args = _args(n)
     if name in _GRAPHIC_MACROS:
         names, angle = _graphic_names(n)
-        fig.items.extend(_Item(g, name, sub, rot + angle) for g in names if g)
+        fig.items.extend(_Item(g, name, sub, rot + angle) for g in names if g and "#" not in g)  # #1: a macro's parameter
         return
     if name in _CONTINUED:
         if not (args and args[0] is not None):  # \ContinuedFloat* marks the first part of a sequence
@@ -351,8 +483,15 @@ def _walk_macro(n: lw.LatexMacroNode, fig: _Float, sub: list[str | None] | None,
         cap = _verbatim(args[-1]) if args and args[-1] is not None else ""
         if name in _CONT_CAPTIONS:
             fig.continued = True
-        if name == "captionof" and len(args) > 1 and _verbatim(args[1]).strip() in ("subfigure", "subfloat"):
+        kind = _verbatim(args[1]).strip() if name == "captionof" and len(args) > 1 and args[1] is not None else "figure"
+        if name == "captionof" and kind in ("subfigure", "subfloat"):
             name = "subcaption"  # \captionof{subfigure}{..}
+        starred = name in ("caption", "captionof") and bool(args) and args[0] is not None
+        if name in ("caption", "captionof") and not starred and kind == "figure" and (sub is None or sub[1:] == ["minipage"]):
+            inner = re.search(r"\\label\s*\{([^{}]*)\}", cap)  # \caption{... \label{fig:x}}
+            fig.counted.append((len(fig.items), sub, cap, [inner.group(1).strip() if inner else None]))
+            if inner and fig.label is None and sub is None:
+                fig.label = inner.group(1).strip()
         if sub is not None:
             if sub[0] is None:
                 sub[0] = cap
@@ -362,8 +501,14 @@ def _walk_macro(n: lw.LatexMacroNode, fig: _Float, sub: list[str | None] | None,
             fig.caption = cap
         return
     if name == "label":
-        if fig.label is None and sub is None and args and args[0] is not None:
-            fig.label = _verbatim(args[0]).strip()
+        if args and args[0] is not None:
+            lbl = _verbatim(args[0]).strip()
+            if fig.label is None and sub is None:
+                fig.label = lbl
+            # LaTeX's \label names the last counted caption of its scope (float or minipage)
+            last = next((c for c in reversed(fig.counted) if c[1] is sub), None)
+            if last is not None and last[3][0] is None:
+                last[3][0] = lbl
         return
     if name in ("subfigure", "subfloat", "sidesubfloat", "subcaptionbox"):
         if name == "subcaptionbox":  # \subcaptionbox[list entry]{caption}[width][pos]{body}
@@ -371,7 +516,7 @@ def _walk_macro(n: lw.LatexMacroNode, fig: _Float, sub: list[str | None] | None,
         else:  # \subfloat[list entry][caption]{body}
             cap_arg = args[1] if len(args) > 1 and args[1] is not None else (args[0] if args else None)
         body = args[-1] if args else None
-        slot: list[str | None] = [_verbatim(cap_arg) if cap_arg is not None else None]
+        slot: list[str | None] = [_verbatim(cap_arg) if cap_arg is not None else None, "sub"]
         if body is not None:
             _walk(_children(body), fig, slot, rot)
         return
@@ -431,8 +576,30 @@ def _parse_float(text: str, env: str, problems: list[str], index: int) -> _Float
     unslotted = [it for it in fig.items if it.slot is None]
     if fig.loose_subcaptions and len(fig.loose_subcaptions) == len(unslotted):
         for it, cap in zip(unslotted, fig.loose_subcaptions):
-            it.slot = [cap]
+            it.slot = [cap, "sub"]
     return fig
+
+
+def _split_float(fig: _Float) -> list[_Float]:
+    """One float as the figures LaTeX numbers in it: the counter steps at every counted
+    ``\\caption`` (:attr:`_Float.counted`), so a float with two captioned minipages (or two
+    captions) is two figures. A graphic belongs to the caption of its minipage, else to the
+    first caption after it (the last one when captions stand above their graphics)."""
+    if len(fig.counted) < 2:
+        return [fig]
+    parts = [_Float(fig.env, caption=cap, label=lbl[0], continued=fig.continued and i == 0)
+             for i, (_n, _slot, cap, lbl) in enumerate(fig.counted)]
+    above = fig.counted[0][0] == 0  # a caption before any graphic: captions above
+    for i, it in enumerate(fig.items):
+        own = next((k for k, c in enumerate(fig.counted) if c[1] is not None and c[1] is it.slot), None)
+        if own is not None:
+            it = dataclasses.replace(it, slot=None)  # its minipage's caption is the figure's, not a sub-caption
+        elif above:
+            own = max(k for k, c in enumerate(fig.counted) if c[0] <= i) if any(c[0] <= i for c in fig.counted) else 0
+        else:
+            own = next((k for k, c in enumerate(fig.counted) if c[0] > i), len(fig.counted) - 1)
+        parts[own].items.append(it)
+    return parts
 
 
 def _group_caption(captions: list[str]) -> str:
@@ -449,24 +616,49 @@ def parse_document(text: str) -> LatexDocument:
     body_start = text.find("\\begin{document}")
     doc.graphicspath = _graphicspath(text)
     caption_list = {int(m.group(1)): m.group(2) for m in _CAPTION_LIST.finditer(text[max(body_start, 0):])}
+    front = text
+    text = hide_untypeset(text)  # verbatim examples and macro templates are no figures
 
     pos = 0
     outside: list[str] = []
     groups: list[list[_Float]] = []
+    order: list[list[_Float] | _Float] = []  # numbered groups and unnumbered floats, in document order
     while True:
         begin = _FIG_BEGIN.search(text, pos)
         outside.append(text[pos:begin.start() if begin else len(text)])
         if not begin:
             break
         end = _env_end(text, begin.group(1), begin.end())
-        fig = _parse_float(text[begin.start():end], begin.group(1), doc.problems, len(outside))
-        if fig.continued and groups:
-            groups[-1].append(fig)
-        else:
-            groups.append([fig])
+        whole = _parse_float(text[begin.start():end], begin.group(1), doc.problems, len(outside))
+        for fig in _split_float(whole):
+            if fig.continued and groups:
+                groups[-1].append(fig)
+            elif fig.counted or len(whole.counted) > 1 or (fig.env in _WRAP_ENVS and fig.caption is None) \
+                    or (caption_list and fig.caption is None):
+                # LaTeX's counter steps per counted \caption; a float without one (or with only
+                # \caption*) takes no number -- except in journal-style submissions whose
+                # captions are in a "Figure captions:" list, and (as before, pinned by
+                # tests/test_arxiv_src.py) the in-text boxes of wrapfig and its kin
+                groups.append([fig])
+                order.append(groups[-1])
+            else:
+                order.append(fig)
         pos = end
+    labels: dict[str, str] = {}
     for figure_no, group in enumerate(groups, 1):
-        _add_group(doc, figure_no, group, macros, caption_list)
+        for f in group:
+            for c in f.counted:
+                if c[3][0]:
+                    labels.setdefault(c[3][0], str(figure_no))
+            if f.label:
+                labels.setdefault(f.label, str(figure_no))
+    figure_no = 0
+    for entry in order:
+        if isinstance(entry, list):
+            figure_no += 1
+            _add_group(doc, figure_no, entry, macros, caption_list, labels)
+        else:
+            _add_unnumbered(doc, entry, macros, labels)
     doc.n_figures = len(groups)
     # graphics outside float environments (title-page logos, inline plots): no figure, no caption
     for chunk in outside:
@@ -477,21 +669,74 @@ def parse_document(text: str) -> LatexDocument:
                 spec = g.group("spec")
                 m = re.search(r"(?:figure|file)\s*=\s*([^,}\s]+)", spec)
                 name, cmd, angle = (m.group(1).strip() if m else ""), g.group("cmd2"), _angle(spec)
-            if name:
+            if name and "#" not in name:
                 doc.graphics.append(GraphicRef(name=name, figure=None, command=cmd, rotate=round(angle) % 360))
-    doc.title = _title(text, macros)
-    doc.authors = _authors(text, macros)
-    doc.abstract = _abstract(text, macros)
+    doc.title = _title(front, macros)
+    doc.authors = _authors(front, macros)
+    doc.abstract = _abstract(front, macros)
     return doc
 
 
+_REF = re.compile(r"\\(ref|autoref|cref|Cref|crefrange|Crefrange|eqref|pageref|vref|Vref|nameref|subref)\*?\s*\{([^{}]*)\}")
+
+
+def _plural(word: str) -> str:
+    return word[:-1] + "s." if word.endswith(".") else word + "s"
+
+
+def resolve_refs(s: str, labels: dict[str, str]) -> str:
+    """Cross-references in a LaTeX fragment as LaTeX prints them: ``\\ref{fig:x}`` -> the number
+    of that figure when ``labels`` (label -> number) knows it, else ``??`` (a run without
+    ``.aux``); ``\\autoref``/``\\cref``/``\\Cref`` to a figure with the name they print
+    ("Figure", "fig.", hyperref's and cleveref's defaults), to anything else ``??`` alone as
+    LaTeX prints an undefined reference; ``\\eqref`` in parentheses."""
+
+    def one(label: str) -> str:
+        return labels.get(label.strip(), "??")
+
+    def repl(m: re.Match[str]) -> str:
+        cmd, names = m.group(1), [n.strip() for n in m.group(2).split(",") if n.strip()]
+        if not names:
+            return "??"
+        if cmd == "eqref":
+            return "(" + one(names[0]) + ")"
+        if cmd in ("ref", "pageref", "nameref", "subref") or cmd == "vref":
+            return one(names[0]) if cmd != "pageref" else "??"
+        nums = [one(n) for n in names]
+        if cmd in ("crefrange", "Crefrange"):
+            nums = [f"{nums[0]} to {nums[-1]}"]
+        text = nums[0] if len(nums) == 1 else ", ".join(nums[:-1]) + " and " + nums[-1]
+        if names[0] not in labels:  # undefined without .aux: hyperref and cleveref print "??" alone
+            return text
+        entry = ("Figure", "fig.", "Figure")
+        word = entry[0] if cmd == "autoref" else entry[1] if cmd in ("cref", "crefrange") else entry[2]
+        if len(nums) > 1 and cmd != "autoref":
+            word = _plural(word)
+        return f"{word}~{text}"
+
+    return _REF.sub(repl, s)
+
+
+def _add_unnumbered(doc: LatexDocument, fig: _Float, macros: dict[str, str], labels: dict[str, str]) -> None:
+    """The graphics of a float that LaTeX does not number (no ``\\caption``, or ``\\caption*``):
+    no figure number; the starred caption's text, if any."""
+    cap = latex_to_text(resolve_refs(fig.caption, labels), macros) if fig.caption else None
+    for it in fig.items:
+        sc = latex_to_text(resolve_refs(it.slot[0], labels), macros) if it.slot and it.slot[0] else None
+        doc.graphics.append(GraphicRef(
+            name=it.name, figure=None, caption=cap or sc or None, subcaption=sc or None, label=fig.label,
+            command=it.command, rotate=round(it.rotate) % 360, float_rotate=90 if fig.env in SIDEWAYS_FLOATS else 0,
+        ))
+
+
 def _add_group(doc: LatexDocument, figure_no: int, group: list[_Float], macros: dict[str, str],
-               caption_list: dict[int, str]) -> None:
+               caption_list: dict[int, str], labels: dict[str, str] | None = None) -> None:
     """The graphics of one figure number (one float, or a ``\\ContinuedFloat`` group)."""
-    caps = [latex_to_text(f.caption, macros) if f.caption is not None else "" for f in group]
+    labels = labels or {}
+    caps = [latex_to_text(resolve_refs(f.caption, labels), macros) if f.caption is not None else "" for f in group]
     group_cap = _group_caption(caps)
     if not group_cap and figure_no in caption_list:
-        group_cap = latex_to_text(caption_list[figure_no], macros)
+        group_cap = latex_to_text(resolve_refs(caption_list[figure_no], labels), macros)
     group_label = next((f.label for f in group if f.label), None)
     k = sum(len(f.items) for f in group)
     i = 0
@@ -500,7 +745,7 @@ def _add_group(doc: LatexDocument, figure_no: int, group: list[_Float], macros: 
         float_rotate = 90 if f.env in SIDEWAYS_FLOATS else 0
         for it in f.items:
             i += 1
-            sc = latex_to_text(it.slot[0], macros) if it.slot and it.slot[0] else None
+            sc = latex_to_text(resolve_refs(it.slot[0], labels), macros) if it.slot and it.slot[0] else None
             doc.graphics.append(GraphicRef(
                 name=it.name, figure=figure_no, subfigure=i if k > 1 else None,
                 caption=cap or sc or None, subcaption=sc or None, label=f.label or group_label, command=it.command,

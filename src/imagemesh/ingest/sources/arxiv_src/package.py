@@ -29,11 +29,12 @@ import json
 import os
 import re
 import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from PIL import Image
+from PIL import Image, ImageChops
 
 from imagemesh.media.images import ImageLimits, ImageLoadError, load_image, sniff_format
 from imagemesh.core.fileio import atomic_write_bytes, sha256_file
@@ -81,27 +82,105 @@ def rasterise(path: Path, limits: IngestLimits, tmp: Path, timeout: float | None
     files under ``tmp`` (``timeout``: seconds, if shorter than the Ghostscript limit's);
     everything else through :func:`imagemesh.media.images.load_image`.
 
+    Vector figures (PDF, EPS/PS) have their uniform white margins trimmed (:func:`trim_margins`):
+    a matplotlib PDF saved as a whole letter page, or an EPS with a generous BoundingBox, would
+    otherwise be a small drawing in a white field. When the drawing is much smaller than the
+    raster, the file is rendered again at a higher resolution (at most :data:`_MAX_ZOOM` times)
+    so the trimmed figure still gets its ``raster_max_side`` pixels. Raster files (PNG, JPEG,
+    ...) are left as the authors made them: their white borders are pixels, not page layout.
+
     Raises:
         ImageLoadError: with the reason.
     """
     with open(path, "rb") as f:
         head = f.read(JUNK_SEARCH_BYTES)  # PostScript may follow junk (sniff_format looks this far)
-    if sniff_format(head) == "eps":
+    kind = sniff_format(head)
+    side = limits.image.raster_max_side
+    if kind == "eps":
         size = path.stat().st_size
         if size > limits.image.max_file_bytes:
             raise ImageLoadError(path, f"file is {size} bytes, limit is {limits.image.max_file_bytes}")
-        gl = limits.ghostscript
-        gl = dataclasses.replace(gl, max_side=limits.image.raster_max_side, max_pixels=min(gl.max_pixels, limits.image.max_pixels),
-                                 timeout=min(gl.timeout, timeout) if timeout is not None else gl.timeout)
-        try:
-            return rasterise_postscript(path.read_bytes(), gl, work=tmp)
-        except GhostscriptError as e:
-            raise ImageLoadError(path, e.reason) from e
+        data = path.read_bytes()
+        started = time.monotonic()
+
+        def render(max_side: int, left: float | None) -> Image.Image:
+            gl = limits.ghostscript
+            gl = dataclasses.replace(gl, max_side=max_side, max_pixels=min(gl.max_pixels, limits.image.max_pixels),
+                                     timeout=min(gl.timeout, left) if left is not None else gl.timeout)
+            try:
+                return rasterise_postscript(data, gl, work=tmp)
+            except GhostscriptError as e:
+                raise ImageLoadError(path, e.reason) from e
+
+        img = render(side, timeout)
+        zoom = _zoom(img, side)
+        if zoom > 1:
+            left = None if timeout is None else timeout - (time.monotonic() - started)
+            if left is None or left > 1:
+                try:
+                    img = render(round(side * zoom), left)
+                except ImageLoadError:
+                    pass  # keep the first rendering (trimmed below)
+        return _fit(trim_margins(img), side)
     img = load_image(path, limits.image)
-    side = limits.image.raster_max_side
+    if kind == "pdf":
+        zoom = _zoom(img, side)
+        if zoom > 1:
+            bigger = dataclasses.replace(limits.image, raster_max_side=round(side * zoom))
+            try:
+                img = load_image(path, bigger)
+            except ImageLoadError:
+                pass
+        img = trim_margins(img)
+    return _fit(img, side)
+
+
+#: the most a vector figure is re-rendered beyond ``raster_max_side`` to fill it after trimming
+_MAX_ZOOM = 4.0
+#: a channel value at or above this is "white" paper for :func:`trim_margins`
+_PAPER = 250
+
+
+def _fit(img: Image.Image, side: int) -> Image.Image:
     if max(img.size) > side:  # big rasters are stored at the same size as rasterised vectors
         img.thumbnail((side, side), Image.Resampling.LANCZOS)
     return img
+
+
+def _content_box(img: Image.Image) -> tuple[int, int, int, int] | None:
+    """Bounding box of the pixels darker than :data:`_PAPER` in any channel, or ``None``."""
+    rgb = img.convert("RGB")
+    r, g, b = rgb.split()
+    darkest = ImageChops.darker(ImageChops.darker(r, g), b)
+    return darkest.point(lambda v: 255 if v < _PAPER else 0).getbbox()
+
+
+def _zoom(img: Image.Image, side: int) -> float:
+    """How much larger to render ``img`` (a rendering limited to ``side`` px) for its content box
+    to fill ``side`` px: 1.0 when the content already spans two thirds of it, when the rendering
+    was limited by a resolution cap rather than ``side``, or when it is blank; at most
+    :data:`_MAX_ZOOM`."""
+    box = _content_box(img)
+    if box is None or max(img.size) < side - 1:
+        return 1.0
+    longest = max(box[2] - box[0], box[3] - box[1])
+    if longest * 3 >= side * 2:
+        return 1.0
+    return min(_MAX_ZOOM, side / max(1, longest))
+
+
+def trim_margins(img: Image.Image, pad: float = 0.02) -> Image.Image:
+    """``img`` without its uniform near-white margins, keeping a padding of ``pad`` times the
+    content's longest side (at least 2 px, never beyond the image). A blank image is returned
+    as it is (never trimmed to nothing)."""
+    box = _content_box(img)
+    if box is None:
+        return img
+    p = max(2, round(pad * max(box[2] - box[0], box[3] - box[1])))
+    crop = (max(0, box[0] - p), max(0, box[1] - p), min(img.width, box[2] + p), min(img.height, box[3] + p))
+    if crop == (0, 0, img.width, img.height):
+        return img
+    return img.crop(crop)
 
 
 def _write_png(img: Image.Image, dest: Path) -> None:

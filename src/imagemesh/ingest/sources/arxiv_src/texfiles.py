@@ -10,7 +10,8 @@ import re
 from pathlib import PurePosixPath
 from typing import Iterable
 
-__all__ = ["GRAPHIC_EXTENSIONS", "TEX_EXTENSIONS", "MAX_TEXT_CHARS", "decode_tex", "strip_comments", "find_main_files", "document_body", "expand_inputs", "resolve_graphic"]
+__all__ = ["GRAPHIC_EXTENSIONS", "TEX_EXTENSIONS", "MAX_TEXT_CHARS", "VERBATIM_ENVS", "decode_tex", "strip_comments", "find_main_files", "document_body",
+           "expand_inputs", "hide_untypeset", "resolve_graphic"]
 
 
 #: pdflatex's search order for ``\includegraphics{name}`` without extension (plus PS
@@ -56,6 +57,87 @@ def strip_comments(text: str) -> str:
     text = _COMMENT.sub(lambda m: m.group(1), text)
     text = _COMMENT_ENV.sub("", text)
     return _IFFALSE.sub("", text)
+
+
+#: environments whose content LaTeX prints (or writes) verbatim instead of running it: a graphic
+#: inside is an example in a class's or package's documentation, not a figure (``vquote``: the
+#: verbatim quotes of Elsevier's CAS documentation)
+VERBATIM_ENVS = ("verbatim", "verbatim*", "Verbatim", "Verbatim*", "BVerbatim", "LVerbatim", "SaveVerbatim", "VerbatimOut",
+                 "lstlisting", "minted", "vquote", "filecontents", "filecontents*", "comment")
+_VERB_DEFS = re.compile(r"\\(?:lstnewenvironment|DefineVerbatimEnvironment|newminted|RecustomVerbatimEnvironment)\s*\{\s*([^{}\s]+)\s*\}"
+                        r"|\\newenvironment\s*\{\s*([^{}\s]+)\s*\}(?:\s*\[[^\]]*\])*\s*\{[^{}]*\\(?:verbatim|Verbatim|lstlisting|begin\s*\{(?:verbatim|Verbatim|lstlisting)\})")
+_VERB_INLINE = re.compile(r"\\(?:verb|lstinline)\*?([^A-Za-z\s{\[*])(.*?)\1")
+_DEF_HEAD = re.compile(r"\\(?:(?:re)?newcommand|providecommand|DeclareRobustCommand|(?:re)?newenvironment)\*?\s*(?:\{\s*)?\\?[A-Za-z@]+\*?\s*\}?\s*(?:\[[^\]]*\]\s*)*(?=\{)"
+                       r"|\\[gex]?def\s*\\[A-Za-z@]+[^{]*#[^{]*(?=\{)")
+
+
+_IF_ELSE = re.compile(r"\\if[A-Za-z@]*(?![A-Za-z@])((?:(?!\\if[A-Za-z@]|\\fi(?![A-Za-z@])).){0,5000}?)\\else(?![A-Za-z@])"
+                      r"((?:(?!\\if[A-Za-z@]|\\fi(?![A-Za-z@])).){0,5000}?)\\fi(?![A-Za-z@])", re.S)
+_GRAPHIC_CMD = re.compile(r"\\(?:includegraphics|epsfig|psfig|epsfbox|plotone)(?![A-Za-z])")
+
+
+def hide_untypeset(text: str) -> str:
+    """``text`` without what LaTeX does not run as document content where it stands:
+    verbatim-like environments (:data:`VERBATIM_ENVS`, and those a file defines with
+    ``\\lstnewenvironment``, ``\\DefineVerbatimEnvironment`` or a ``\\newenvironment`` that starts
+    ``verbatim``), ``\\verb|..|`` quoting graphics or environment commands, and the bodies of macro and environment definitions that take
+    arguments (``\\newcommand{\\fig}[1]{\\includegraphics{#1}}``, ``\\def\\fig#1{..}``): their ``#1``
+    is no file name, and a figure inside them is only a template until the macro is used;
+    of an ``\\if..\\else..\\fi`` whose branches both include graphics (``\\if@twocolumn``
+    layouts), the first branch only. Zero-argument definitions are kept (their graphics appear wherever the macro is used)."""
+    names = set(VERBATIM_ENVS)
+    for m in _VERB_DEFS.finditer(text):
+        names.add(m.group(1) or m.group(2))
+    env = re.compile(r"\\begin\s*\{(" + "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)) + r")\}.*?\\end\s*\{\1\}", re.S)
+    text = env.sub(" ", text)
+    # \verb|..| only when it quotes commands that would be taken for graphics or floats (a caption's
+    # \verb|src/plot.py| is caption text)
+    text = _VERB_INLINE.sub(lambda m: " " if re.search(r"\\(?:includegraphics|epsfig|psfig|epsfbox|begin|end)\b", m.group(2)) else m.group(0), text)
+    # \if@twocolumn \includegraphics{a} \else \includegraphics{a} \fi: LaTeX runs one branch
+    text = _IF_ELSE.sub(lambda m: m.group(1) if _GRAPHIC_CMD.search(m.group(1)) and _GRAPHIC_CMD.search(m.group(2)) else m.group(0), text)
+    out: list[str] = []
+    pos = 0
+    for m in _DEF_HEAD.finditer(text):
+        if m.start() < pos:
+            continue
+        i = m.end()
+        bodies: list[tuple[int, int]] = []
+        for _ in range(2 if "environment" in m.group(0) else 1):  # \newenvironment{x}[n]{begin}{end}
+            j = i
+            while j < len(text) and text[j].isspace():
+                j += 1
+            b = _brace_end(text, j)
+            if b is None:
+                break
+            bodies.append((j, b))
+            i = b
+        if bodies and any("#" in text[a:b] for a, b in bodies):
+            out.append(text[pos:m.start()])
+            out.append(" ")
+            pos = bodies[-1][1]
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _brace_end(text: str, i: int) -> int | None:
+    """Index after the brace group starting at ``text[i] == '{'`` (None if there is none)."""
+    if i >= len(text) or text[i] != "{":
+        return None
+    depth = 0
+    j = i
+    while j < len(text):
+        c = text[j]
+        if c == "\\":
+            j += 2
+            continue
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return j + 1
+        j += 1
+    return None
 
 
 def find_main_files(sources: dict[str, str]) -> list[str]:
