@@ -21,9 +21,9 @@ TRUTH = json.loads((CORPUS / "truth.json").read_text(encoding="utf-8"))["package
 
 def test_corpus_shape() -> None:
     packages = sorted(p.name for p in (CORPUS / "packages").glob("*.tar.gz"))
-    assert len(packages) >= 37  # licensed packages only (see SOURCES.md)
+    assert len(packages) >= 40  # licensed packages only (see SOURCES.md)
     assert sorted(t["package"] for t in TRUTH.values()) == packages
-    assert sum(p.stat().st_size for p in (CORPUS / "packages").glob("*.tar.gz")) <= 12 * 1024 * 1024
+    assert sum(p.stat().st_size for p in (CORPUS / "packages").glob("*.tar.gz")) <= 14 * 1000 * 1000  # at most 14 MB
     sources = (CORPUS / "SOURCES.md").read_text(encoding="utf-8")
     for pid in TRUTH:
         assert f"`{pid}`" in sources, pid
@@ -94,6 +94,6 @@ def test_benchmark_is_self_consistent(tmp_path: Path) -> None:
     md = to_markdown(res)
     assert f"**{t['present']}**" in md and f"**{t['caption']}**" in md
     # issue 13's bar on this corpus: >= 98 % of present figures rasterised, cropped (upright) and
-    # paired with the right caption (measured 2026-12-02: 167/167, 167/167, 166/167)
+    # paired with the right caption (measured 2026-12-02 on 40 papers: 201/201, 201/201, 200/201)
     for c in ("rasterised", "cropped", "caption"):
         assert t["rates"][c] >= 0.98, (c, t["rates"])
