@@ -282,3 +282,37 @@ def test_hide_untypeset_keeps_what_latex_runs() -> None:
     assert hide_untypeset(kept) == kept
     both = r"\if@twocolumn\includegraphics[width=\linewidth]{a}\else\includegraphics{a}\fi"
     assert hide_untypeset(both) == r"\includegraphics[width=\linewidth]{a}"
+
+
+def test_supplement_resets_the_figure_counter() -> None:
+    """A supplement that resets the counter and prints "S1" (``\\setcounter{figure}{0}``,
+    ``\\renewcommand{\\thefigure}{S\\arabic{figure}}``): its figures are numbered 1, 2, ... again
+    and references to them print "S1" (found on a real replication paper of the corpus)."""
+    from imagemesh.ingest.sources.arxiv_src.latex import parse_document
+
+    tex = r"""\documentclass{article}\begin{document}
+\begin{figure}\includegraphics{a}\caption{One, see Figure~\ref{fig:s1}.}\end{figure}
+\begin{figure}\includegraphics{b}\caption{Two.}\end{figure}
+\section*{Supplement}\setcounter{figure}{0}\renewcommand{\thefigure}{S\arabic{figure}}
+\begin{figure}\includegraphics{c}\caption{Supp one.}\label{fig:s1}\end{figure}
+\begin{figure}\includegraphics{d}\caption{Supp two, like \ref{fig:s1}.}\end{figure}
+\end{document}"""
+    got = {g.name: (g.figure, g.caption) for g in parse_document(tex).graphics}
+    assert got == {"a": (1, "One, see Figure S1."), "b": (2, "Two."), "c": (1, "Supp one."), "d": (2, "Supp two, like S1.")}
+
+
+def test_supplement_defined_in_the_preamble_counts_where_it_is_used() -> None:
+    """The counter change may sit in a preamble macro or environment (``\\beginsupplement``,
+    ``\\begin{supplement}``): it applies where used, not at the definition."""
+    from imagemesh.ingest.sources.arxiv_src.latex import parse_document
+
+    for define, use in [
+        (r"\newenvironment{supplement}{\setcounter{figure}{0}\renewcommand{\thefigure}{S\arabic{figure}}}{}", (r"\begin{supplement}", r"\end{supplement}")),
+        (r"\newcommand{\beginsupplement}{\setcounter{figure}{0}\renewcommand{\thefigure}{S\arabic{figure}}}", (r"\beginsupplement", "")),
+    ]:
+        tex = (r"\documentclass{article}" + define + r"\begin{document}"
+               r"\begin{figure}\includegraphics{a}\caption{One, see \ref{fig:s1}.}\end{figure}"
+               r"\begin{figure}\includegraphics{b}\caption{Two.}\end{figure}" + use[0]
+               + r"\begin{figure}\includegraphics{c}\caption{Supp one.}\label{fig:s1}\end{figure}" + use[1] + r"\end{document}")
+        got = {g.name: (g.figure, g.caption) for g in parse_document(tex).graphics}
+        assert got == {"a": (1, "One, see S1."), "b": (2, "Two."), "c": (1, "Supp one.")}, (define, got)

@@ -602,6 +602,43 @@ def _split_float(fig: _Float) -> list[_Float]:
     return parts
 
 
+@dataclass(frozen=True)
+class _CounterChange:
+    """``\\setcounter{figure}{N}`` (``value``) or ``\\renewcommand{\\thefigure}{S\\arabic{figure}}``
+    (``shown``: text printed before and after the number) between floats."""
+
+    value: int | None = None
+    shown: tuple[str, str] | None = None
+
+
+_SETCOUNTER = re.compile(r"\\setcounter\s*\{figure\}\s*\{\s*(\d{1,4})\s*\}|\\renewcommand\s*\{?\s*\\thefigure\s*\}?\s*\{([^{}]*)\\arabic\s*\{figure\}([^{}]*)\}")
+
+
+def _counter_macros(text: str) -> dict[str, str]:
+    """Zero-argument macros and environments (``\\begin{supplement}``, keyed
+    ``begin{supplement}``) whose definition changes the figure counter."""
+    out = {k: v for k, v in _macros(text).items() if _SETCOUNTER.search(v)}
+    for m in re.finditer(r"\\(?:re)?newenvironment\*?\s*\{([A-Za-z*]+)\}\s*(?=\{)", text):
+        g = _balanced(text, m.end())
+        if g is not None and len(g[0]) < 2000 and _SETCOUNTER.search(g[0]):
+            out.setdefault("begin{" + m.group(1) + "}", g[0])
+    return out
+
+
+def _counter_changes(chunk: str, macros: dict[str, str]) -> list[_CounterChange]:
+    """The figure-counter changes in a stretch of the document body between floats, in order;
+    zero-argument macros (``\\beginsupplement``) are expanded first, so a change defined in
+    the preamble counts where the macro is used, not where it is defined."""
+    chunk = _expand_macros(chunk, macros)
+    out = []
+    for m in _SETCOUNTER.finditer(chunk):
+        if m.group(1) is not None:
+            out.append(_CounterChange(value=int(m.group(1))))
+        else:
+            out.append(_CounterChange(shown=(m.group(2).strip(), m.group(3).strip())))
+    return out
+
+
 def _group_caption(captions: list[str]) -> str:
     """The caption of a continued group: the fullest of its floats' captions."""
     real = [c for c in captions if c and not _CONTINUED_STUB.match(c)]
@@ -618,14 +655,18 @@ def parse_document(text: str) -> LatexDocument:
     caption_list = {int(m.group(1)): m.group(2) for m in _CAPTION_LIST.finditer(text[max(body_start, 0):])}
     front = text
     text = hide_untypeset(text)  # verbatim examples and macro templates are no figures
+    body = max(text.find("\\begin{document}"), 0)
+    counter_macros = _counter_macros(front)
 
     pos = 0
     outside: list[str] = []
     groups: list[list[_Float]] = []
-    order: list[list[_Float] | _Float] = []  # numbered groups and unnumbered floats, in document order
+    order: list[list[_Float] | _Float | _CounterChange] = []  # numbered groups, unnumbered floats, counter changes
     while True:
         begin = _FIG_BEGIN.search(text, pos)
         outside.append(text[pos:begin.start() if begin else len(text)])
+        # \setcounter{figure}, \thefigure (supplements): in the body only, not in preamble definitions
+        order.extend(_counter_changes(text[max(pos, body):begin.start() if begin else len(text)], counter_macros))
         if not begin:
             break
         end = _env_end(text, begin.group(1), begin.end())
@@ -644,20 +685,29 @@ def parse_document(text: str) -> LatexDocument:
             else:
                 order.append(fig)
         pos = end
+    # number the groups as LaTeX's counter runs (a supplement may reset it and print "S1")
+    numbers: dict[int, tuple[int, str]] = {}
+    figure_no, shown = 0, ("", "")
+    for entry in order:
+        if isinstance(entry, _CounterChange):
+            figure_no = entry.value if entry.value is not None else figure_no
+            shown = entry.shown if entry.shown is not None else shown
+        elif isinstance(entry, list):
+            figure_no += 1
+            numbers[id(entry)] = (figure_no, f"{shown[0]}{figure_no}{shown[1]}")
     labels: dict[str, str] = {}
-    for figure_no, group in enumerate(groups, 1):
+    for group in groups:
+        printed = numbers[id(group)][1]
         for f in group:
             for c in f.counted:
                 if c[3][0]:
-                    labels.setdefault(c[3][0], str(figure_no))
+                    labels.setdefault(c[3][0], printed)
             if f.label:
-                labels.setdefault(f.label, str(figure_no))
-    figure_no = 0
+                labels.setdefault(f.label, printed)
     for entry in order:
         if isinstance(entry, list):
-            figure_no += 1
-            _add_group(doc, figure_no, entry, macros, caption_list, labels)
-        else:
+            _add_group(doc, numbers[id(entry)][0], entry, macros, caption_list, labels)
+        elif isinstance(entry, _Float):
             _add_unnumbered(doc, entry, macros, labels)
     doc.n_figures = len(groups)
     # graphics outside float environments (title-page logos, inline plots): no figure, no caption
