@@ -88,7 +88,21 @@ def _print_hits(hits: list[Any], as_json: bool) -> None:
         click.echo(f"{d['id']:>7}  {dist:>8}  {d.get('image_key', ''):<24} {d.get('year') or '':>4}  {title}")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group; a writer that finds the collection held by another writer says so
+    in one line and exits 1 (whatever the command)."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        from imagemesh.store.lock import CollectionLocked
+
+        try:
+            return super().invoke(ctx)
+        except CollectionLocked as e:
+            _fail(str(e))
+            return None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="imagemesh")
 def cli() -> None:
     """Explore image collections (arXiv figures) by visual similarity."""

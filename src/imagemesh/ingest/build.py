@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
+from imagemesh.store.lock import holding_writer_lock
 from imagemesh.core.embedding import make_embedding
 from imagemesh.core.fileio import atomic_write_bytes
 from imagemesh.core.registry import Registries
@@ -92,6 +93,7 @@ def _run_chunks(todo: Sequence[SourceItem], embeddings: Sequence[Any], options: 
     return paths, reused
 
 
+@holding_writer_lock("a build (imagemesh build / build_collection)", "out")
 def build_collection(
     source: Path | None,
     out: Path,

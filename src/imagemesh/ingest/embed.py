@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
+from imagemesh.store.lock import holding_writer_lock
 from imagemesh.core.embedding import Embedding, make_embedding
 from imagemesh.core.registry import Registries
 from imagemesh.ingest.chunks import iter_vectors, load_chunk, save_chunk
@@ -81,6 +82,7 @@ def _merge_predictions(out: Path, table: dict[str, Any], name: str, predictions:
     return int(tbl.version)
 
 
+@holding_writer_lock("an embedding being added (imagemesh embed / add_embedding)", "out")
 def add_embedding(
     out: Path,
     name: str,

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from imagemesh.store.lock import holding_writer_lock
 from imagemesh.store.manifest import Manifest, ManifestError
 from imagemesh.core.fileio import sha256_file
 
@@ -293,6 +294,7 @@ def _model_warnings(m: Manifest) -> list[str]:
     return out
 
 
+@holding_writer_lock("a repair (imagemesh verify --repair)", "root")
 def repair(root: str | Path, registries: Any = None) -> VerifyReport:
     """Rebuild damaged index and map files from the stored vectors and switch the manifest
     atomically (:class:`~imagemesh.store.writer.VersionWriter`). Returns the :func:`verify`

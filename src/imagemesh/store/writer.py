@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import pyarrow as pa
 
+from imagemesh.store.lock import holding_writer_lock
 from imagemesh.core.embedding import EmbeddingConfig
 from imagemesh.core.fileio import sha256_file
 from imagemesh.core.index import Index
@@ -315,6 +316,7 @@ def republish(root: Path) -> str:
     return w.build_id
 
 
+@holding_writer_lock("new columns being published (imagemesh concept save)", "root")
 def publish_columns(
     root: Path,
     columns: Mapping[str, pa.Array],

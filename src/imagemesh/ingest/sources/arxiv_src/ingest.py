@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 from tqdm import tqdm
 
+from imagemesh.store.lock import holding_writer_lock
 from imagemesh.core.fileio import atomic_write_bytes, sha256_file
 from imagemesh.ingest.sources.base import SourceItem, SourceProblem
 from imagemesh.ingest.sources.arxiv_src.extract import safe_member_path
@@ -198,6 +199,7 @@ def format_table(packages: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+@holding_writer_lock("an ingest (imagemesh ingest arxiv)", "out")
 def ingest_arxiv(
     sources: Sequence[Path],
     out: Path,
