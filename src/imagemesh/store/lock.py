@@ -64,7 +64,7 @@ def writer_lock(root: str | Path, what: str, wait: float = 0.0) -> Iterator[None
     try:
         lock.acquire(timeout=wait)
     except Timeout:
-        raise CollectionLocked(f"{root} is being written by {_holder(root)}; wait for it to finish (or use --wait)") from None
+        raise CollectionLocked(f"{root} is being written by {_holder(root)}; try again when it has finished") from None
     try:
         if first:
             info = {"what": what, "pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
