@@ -141,3 +141,18 @@ def categorized_collection(tmp_path_factory: pytest.TempPathFactory) -> Collecti
     out = root / "coll"
     build_collection(src, out, BuildOptions(embeddings=["raw", "ternary"], backend="exact", metadata_files=[snap], progress=False))
     return open_collection(out)
+
+
+def tar_package(path: Path, members: dict[str, str | bytes]) -> Path:
+    """A gzipped tar at ``path`` (an arXiv-style source package) holding ``members``
+    (name -> text or bytes); returns ``path``."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            raw = data.encode("utf-8") if isinstance(data, str) else data
+            info = tarfile.TarInfo(name)
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    return path

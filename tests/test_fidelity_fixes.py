@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -19,17 +18,9 @@ from imagemesh.ingest.sources.arxiv_src.package import IngestLimits, ingest_pack
 from imagemesh.ingest.sources.arxiv_src.texfiles import hide_untypeset, strip_comments
 from imagemesh.media.ghostscript import rasterise_postscript
 
+from .conftest import tar_package
+
 needs_gs = pytest.mark.skipif(shutil.which("gs") is None, reason="Ghostscript (gs) not installed")
-
-
-def _package(path: Path, members: dict[str, str | bytes]) -> Path:
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in members.items():
-            raw = data.encode("utf-8") if isinstance(data, str) else data
-            info = tarfile.TarInfo(name)
-            info.size = len(raw)
-            tar.addfile(info, io.BytesIO(raw))
-    return path
 
 
 def _png(size: tuple[int, int] = (40, 20)) -> bytes:
@@ -83,7 +74,7 @@ def test_eps_without_showpage_is_rendered(tmp_path: Path) -> None:
 def test_revtex_style_package_with_showpage_less_eps(tmp_path: Path) -> None:
     tex = r"""\documentclass{revtex4-1}\usepackage{graphicx}\begin{document}
 \begin{figure}\includegraphics{fig1}\caption{A sample figure.}\end{figure}\end{document}"""
-    r = ingest_package(_package(tmp_path / "2101.00009.tar.gz", {"main.tex": tex, "fig1.eps": NO_SHOWPAGE}), tmp_path / "w")
+    r = ingest_package(tar_package(tmp_path / "2101.00009.tar.gz", {"main.tex": tex, "fig1.eps": NO_SHOWPAGE}), tmp_path / "w")
     assert r["outcome"] == "ok", r["reasons"]
     rec = r["images"][0]
     img = Image.open(tmp_path / "w" / rec["png"])
@@ -184,7 +175,7 @@ def test_double_braced_graphic_names_resolve(tmp_path: Path) -> None:
 \begin{figure}\includegraphics[width=3cm]{{figures/a}}\caption{A.}\end{figure}
 \includegraphics{{figures/b}}
 \end{document}"""
-    r = ingest_package(_package(tmp_path / "2101.00010.tar.gz", {"main.tex": tex, "figures/a.png": _png(), "figures/b.png": _png()}), tmp_path / "w")
+    r = ingest_package(tar_package(tmp_path / "2101.00010.tar.gz", {"main.tex": tex, "figures/a.png": _png(), "figures/b.png": _png()}), tmp_path / "w")
     assert r["outcome"] == "ok", r["reasons"]
     got = {rec["referenced_as"]: rec["source_file"] for rec in r["images"]}
     assert got == {"figures/a": "figures/a.png", "figures/b": "figures/b.png"}
@@ -231,7 +222,7 @@ def test_numbering_steps_per_counted_caption() -> None:
 def test_numbering_in_package_keys(tmp_path: Path) -> None:
     names = ["one", "bare", "starred", "left", "right", "sa", "sb", "p", "q"]
     tex = "\\documentclass{article}\\usepackage{graphicx,subcaption}\\begin{document}" + NUMBERING + "\\end{document}"
-    r = ingest_package(_package(tmp_path / "2101.00011.tar.gz", {"main.tex": tex} | {f"{n}.png": _png() for n in names}), tmp_path / "w")
+    r = ingest_package(tar_package(tmp_path / "2101.00011.tar.gz", {"main.tex": tex} | {f"{n}.png": _png() for n in names}), tmp_path / "w")
     keys = {rec["referenced_as"]: rec["key"] for rec in r["images"]}
     assert keys["left"] == "2101.00011/fig2" and keys["right"] == "2101.00011/fig3" and keys["q"] == "2101.00011/fig6"
     assert keys["bare"].startswith("2101.00011/inline") and r["n_figure_envs"] == 6
@@ -272,7 +263,7 @@ Use figures like this:
 def test_macro_parameters_and_verbatim_graphics_are_no_references(tmp_path: Path) -> None:
     doc = parse_document(strip_comments(DOCUMENTATION))
     assert [(g.name, g.figure) for g in doc.graphics] == [("shown", 1)]
-    r = ingest_package(_package(tmp_path / "2101.00012.tar.gz", {"doc.tex": DOCUMENTATION, "shown.png": _png()}), tmp_path / "w")
+    r = ingest_package(tar_package(tmp_path / "2101.00012.tar.gz", {"doc.tex": DOCUMENTATION, "shown.png": _png()}), tmp_path / "w")
     assert r["outcome"] == "ok", r["reasons"]
     assert [rec["key"] for rec in r["images"]] == ["2101.00012/fig1"]
 

@@ -8,7 +8,6 @@ templates of the classes concerned (elsarticle, IEEEtran, ICML, authblk, revtex)
 from __future__ import annotations
 
 import io
-import tarfile
 from pathlib import Path
 
 from PIL import Image
@@ -16,6 +15,8 @@ from PIL import Image
 from imagemesh.ingest.sources.arxiv_src.latex import LatexDocument, latex_to_text, parse_document, split_author_names
 from imagemesh.ingest.sources.arxiv_src.package import ingest_package
 from imagemesh.ingest.sources.arxiv_src.texfiles import expand_inputs, find_main_files, resolve_graphic, strip_comments
+
+from .conftest import tar_package
 
 
 def _png(size: tuple[int, int] = (40, 20), colour: str = "white", marker: str | None = None) -> bytes:
@@ -25,16 +26,6 @@ def _png(size: tuple[int, int] = (40, 20), colour: str = "white", marker: str | 
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
-
-
-def _package(path: Path, members: dict[str, str | bytes]) -> Path:
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in members.items():
-            raw = data.encode("utf-8") if isinstance(data, str) else data
-            info = tarfile.TarInfo(name)
-            info.size = len(raw)
-            tar.addfile(info, io.BytesIO(raw))
-    return path
 
 
 def _parse(main: str, **others: str) -> tuple[LatexDocument, str]:
@@ -97,7 +88,7 @@ def test_continued_float_shares_number_and_caption() -> None:
 
 def test_continued_float_package_keys(tmp_path: Path) -> None:
     names = ["setup", "evol_a", "evol_b", "evol_c", "evol_d", "loss", "acc", "last"]
-    pkg = _package(tmp_path / "2101.00001.tar.gz", {"main.tex": CONTINUED} | {f"{n}.png": _png() for n in names})
+    pkg = tar_package(tmp_path / "2101.00001.tar.gz", {"main.tex": CONTINUED} | {f"{n}.png": _png() for n in names})
     r = ingest_package(pkg, tmp_path / "work")
     assert r["outcome"] == "ok", r["reasons"]
     keys = {rec["referenced_as"]: (rec["key"], rec["caption"]) for rec in r["images"]}
@@ -259,7 +250,7 @@ def test_subfile_and_graphicspath_in_input_preamble(tmp_path: Path) -> None:
     assert resolve_graphic("overview", "", doc.graphicspath, files) == ("figures/overview.pdf", "extension")
     assert resolve_graphic("loss_curve", "", doc.graphicspath, files) == ("plots/loss_curve.png", "extension")
 
-    pkg = _package(tmp_path / "2102.00002.tar.gz", {
+    pkg = tar_package(tmp_path / "2102.00002.tar.gz", {
         "main.tex": main, "tex/preamble.tex": preamble, "chapters/intro.tex": intro,
         "chapters/intro_details.tex": details, "figures/overview.png": _png(), "plots/loss_curve.png": _png(),
     })
@@ -342,7 +333,7 @@ def test_landscape_plot_included_with_angle_comes_out_portrait(tmp_path: Path) -
 \begin{figure}\centering\includegraphics[angle=90,width=.5\textwidth]{spectrum}\caption{Spectrum.}\end{figure}
 \begin{figure}\centering\includegraphics{spectrum}\caption{The same, unrotated.}\end{figure}
 \end{document}"""
-    pkg = _package(tmp_path / "2103.00003.tar.gz", {"main.tex": main, "spectrum.png": _png((200, 100), marker="red")})
+    pkg = tar_package(tmp_path / "2103.00003.tar.gz", {"main.tex": main, "spectrum.png": _png((200, 100), marker="red")})
     work = tmp_path / "work"
     r = ingest_package(pkg, work)
     assert r["outcome"] == "ok", r["reasons"]

@@ -39,7 +39,7 @@ from pylatexenc import latex2text as l2t
 from pylatexenc import latexwalker as lw
 from pylatexenc import macrospec as ms
 
-from imagemesh.ingest.sources.arxiv_src.texfiles import hide_untypeset
+from imagemesh.ingest.sources.arxiv_src.texfiles import brace_group, hide_untypeset
 
 __all__ = [
     "GraphicRef",
@@ -149,27 +149,6 @@ def _l2t() -> l2t.LatexNodes2Text:
     return l2t.LatexNodes2Text(latex_context=_text_context_db(), math_mode="text", strict_latex_spaces=False)
 
 
-def _balanced(text: str, i: int) -> tuple[str, int] | None:
-    """Content of the brace group starting at ``text[i] == '{'`` and the index after it."""
-    if i >= len(text) or text[i] != "{":
-        return None
-    depth = 0
-    j = i
-    while j < len(text):
-        c = text[j]
-        if c == "\\":
-            j += 2
-            continue
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return text[i + 1 : j], j + 1
-        j += 1
-    return None
-
-
 @dataclass
 class GraphicRef:
     """One graphic referenced by the LaTeX source.
@@ -216,11 +195,11 @@ def _macros(text: str) -> dict[str, str]:
     out: dict[str, str] = {}
     # \newcommand{\foo}{..}, \newcommand\foo{..}, \newcommand{{\foo}}{..} (extra braces: same macro)
     for m in re.finditer(r"\\(?:renewcommand|newcommand|providecommand|DeclareRobustCommand|DeclareMathOperator)\*?\s*(?:\{\s*)*\\([A-Za-z]+)\s*(?:\}\s*)*(?=\{)", text):
-        g = _balanced(text, m.end())
+        g = brace_group(text, m.end())
         if g is not None and len(g[0]) < 500:
             out.setdefault(m.group(1), g[0])
     for m in re.finditer(r"\\def\s*\\([A-Za-z]+)\s*(?=\{)", text):
-        g = _balanced(text, m.end())
+        g = brace_group(text, m.end())
         if g is not None and len(g[0]) < 500:
             out.setdefault(m.group(1), g[0])
     return out
@@ -306,7 +285,7 @@ def _siunitx(s: str) -> str:
         while len(args) < want:
             while i < len(s) and s[i].isspace():
                 i += 1
-            g = _balanced(s, i)
+            g = brace_group(s, i)
             if g is None:
                 break
             args.append(g[0].strip())
@@ -396,7 +375,7 @@ def _strip_subfix(s: str) -> str:
     """``\\subfix{path}`` (subfiles package) -> ``path``; extra braces around a file name
     (``\\includegraphics{{figures/a}}``, which LaTeX reads as ``figures/a``) removed."""
     s = re.sub(r"\\subfix\s*\{([^{}]*)\}", r"\1", s).strip()
-    while len(s) > 2 and s[0] == "{" and s[-1] == "}" and _balanced(s, 0) == (s[1:-1], len(s)):
+    while len(s) > 2 and s[0] == "{" and s[-1] == "}" and brace_group(s, 0) == (s[1:-1], len(s)):
         s = s[1:-1].strip()
     return s
 
@@ -549,12 +528,12 @@ def _graphicspath(text: str) -> list[str]:
     """Every folder of every ``\\graphicspath{{a/}{b/}}`` (``\\subfix{..}`` unwrapped)."""
     out: list[str] = []
     for m in re.finditer(r"\\graphicspath\s*(?=\{)", text):
-        g = _balanced(text, m.end())
+        g = brace_group(text, m.end())
         if g is None:
             continue
         inner, i = g[0], 0
         while i < len(inner):
-            entry = _balanced(inner, i) if inner[i] == "{" else None
+            entry = brace_group(inner, i) if inner[i] == "{" else None
             if entry is None:
                 i += 1
                 continue
@@ -619,7 +598,7 @@ def _counter_macros(text: str) -> dict[str, str]:
     ``begin{supplement}``) whose definition changes the figure counter."""
     out = {k: v for k, v in _macros(text).items() if _SETCOUNTER.search(v)}
     for m in re.finditer(r"\\(?:re)?newenvironment\*?\s*\{([A-Za-z*]+)\}\s*(?=\{)", text):
-        g = _balanced(text, m.end())
+        g = brace_group(text, m.end())
         if g is not None and len(g[0]) < 2000 and _SETCOUNTER.search(g[0]):
             out.setdefault("begin{" + m.group(1) + "}", g[0])
     return out
@@ -921,7 +900,7 @@ def _abstract(text: str, macros: dict[str, str]) -> str | None:
         return latex_to_text(ab.group(1), macros) or None
     ab2 = re.search(r"\\abstract\s*(?=\{)", text)
     if ab2:
-        body = _balanced(text, ab2.end())
+        body = brace_group(text, ab2.end())
         if body:
             return latex_to_text(body[0], macros) or None
     return None

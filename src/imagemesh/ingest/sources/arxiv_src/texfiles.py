@@ -11,7 +11,7 @@ from pathlib import PurePosixPath
 from typing import Iterable
 
 __all__ = ["GRAPHIC_EXTENSIONS", "TEX_EXTENSIONS", "MAX_TEXT_CHARS", "VERBATIM_ENVS", "decode_tex", "strip_comments", "find_main_files", "document_body",
-           "expand_inputs", "hide_untypeset", "resolve_graphic"]
+           "expand_inputs", "hide_untypeset", "resolve_graphic", "brace_group"]
 
 
 #: pdflatex's search order for ``\includegraphics{name}`` without extension (plus PS
@@ -106,9 +106,10 @@ def hide_untypeset(text: str) -> str:
             j = i
             while j < len(text) and text[j].isspace():
                 j += 1
-            b = _brace_end(text, j)
-            if b is None:
+            g = brace_group(text, j)
+            if g is None:
                 break
+            b = g[1]
             bodies.append((j, b))
             i = b
         if bodies and any("#" in text[a:b] for a, b in bodies):
@@ -119,8 +120,9 @@ def hide_untypeset(text: str) -> str:
     return "".join(out)
 
 
-def _brace_end(text: str, i: int) -> int | None:
-    """Index after the brace group starting at ``text[i] == '{'`` (None if there is none)."""
+def brace_group(text: str, i: int) -> tuple[str, int] | None:
+    """Content of the brace group starting at ``text[i] == '{'`` and the index after it
+    (``None`` if there is none; ``\\{`` and ``\\}`` do not count)."""
     if i >= len(text) or text[i] != "{":
         return None
     depth = 0
@@ -135,7 +137,7 @@ def _brace_end(text: str, i: int) -> int | None:
         elif c == "}":
             depth -= 1
             if depth == 0:
-                return j + 1
+                return text[i + 1 : j], j + 1
         j += 1
     return None
 
